@@ -1,0 +1,584 @@
+//! Environment-based configuration.
+//!
+//! [`Config::from_env`] reads every setting once at start. Defaults come from one table per
+//! [`Environment`] ([`Defaults::for_environment`]); every value can be overridden by an
+//! environment variable. Staging and production refuse to start when a required secret is
+//! missing, shorter than 32 bytes, or one of the well-known development values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Minimum length, in bytes, of a secret accepted outside development.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Prefix shared by every development secret, so that staging and production can recognise
+/// and refuse them.
+pub const DEV_SECRET_PREFIX: &str = "dev-only-";
+
+/// The deployment environment, from `ENVIRONMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Environment {
+    /// A developer's machine: generated secrets and local services are accepted.
+    Development,
+    /// A production-like deployment used for testing; secrets are enforced.
+    Staging,
+    /// The live deployment; secrets are enforced.
+    Production,
+}
+
+impl Environment {
+    /// The lower-case name used in `ENVIRONMENT` and in responses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+
+    /// Whether secrets and real upstream services are enforced.
+    pub fn is_deployed(self) -> bool {
+        !matches!(self, Self::Development)
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "staging" => Ok(Self::Staging),
+            "production" | "prod" => Ok(Self::Production),
+            _ => Err(ConfigError::Invalid {
+                var: "ENVIRONMENT".into(),
+                reason: "expected development, staging or production".into(),
+            }),
+        }
+    }
+}
+
+/// A secret value. `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; keep the result out of logs and errors.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration error, raised at start so a misconfigured function never serves.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{var} is required in {environment}")]
+    Missing {
+        /// The variable's name.
+        var: String,
+        /// The environment that requires it.
+        environment: Environment,
+    },
+    /// A variable is set to a value that cannot be used.
+    #[error("{var} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        var: String,
+        /// Why it was refused (never the value itself).
+        reason: String,
+    },
+}
+
+/// Limits of one rate-limit policy: a per-minute sliding window and a 10-second burst window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed in any 60-second sliding window.
+    pub per_minute: u32,
+    /// Requests allowed in any 10-second sliding window, if the policy has a burst limit.
+    pub burst: Option<u32>,
+}
+
+/// Limits of one endpoint: its rate-limit policy and its request body limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointLimits {
+    /// The per-IP (and, where the endpoint says so, per-user) rate limit.
+    pub rate: RateLimit,
+    /// The largest request body accepted, in bytes; 0 means the endpoint takes no body.
+    pub body_bytes: usize,
+}
+
+/// Password rules applied at registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in characters.
+    pub min_chars: usize,
+    /// Maximum length in characters (never truncated).
+    pub max_chars: usize,
+    /// Minimum zxcvbn score (0 to 4).
+    pub min_score: u8,
+}
+
+/// Per-account failed-login throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Failed attempts allowed within the window.
+    pub max_failures: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+/// IP blocking after repeated rate-limit violations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockPolicy {
+    /// Violations within `window` that block the IP.
+    pub violations: u32,
+    /// The window in which violations are counted.
+    pub window: Duration,
+    /// How long the block lasts.
+    pub duration: Duration,
+}
+
+/// The per-environment defaults: one row of the table in the README.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Allowed CORS origins.
+    pub cors_origins: Vec<String>,
+    /// Access-token lifetime.
+    pub jwt_ttl: Duration,
+    /// CSRF-token lifetime.
+    pub csrf_ttl: Duration,
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Failed-login throttling per account.
+    pub login_throttle: LoginThrottle,
+    /// IP blocking.
+    pub block: BlockPolicy,
+    /// Limits per endpoint name.
+    pub endpoints: BTreeMap<&'static str, EndpointLimits>,
+    /// Log level filter when `LOG_LEVEL` is unset.
+    pub log_level: &'static str,
+}
+
+const KIB: usize = 1024;
+
+fn limits(per_minute: u32, burst: Option<u32>, body_bytes: usize) -> EndpointLimits {
+    EndpointLimits {
+        rate: RateLimit { per_minute, burst },
+        body_bytes,
+    }
+}
+
+impl Defaults {
+    /// The defaults of one environment. Limits are the API contract's in every environment, so
+    /// a laptop behaves like production; lifetimes, origins and log level differ.
+    pub fn for_environment(env: Environment) -> Self {
+        let endpoints = BTreeMap::from([
+            ("register", limits(3, Some(2), 4 * KIB)),
+            ("login", limits(5, Some(3), 4 * KIB)),
+            ("csrf-token", limits(100, None, 0)),
+            ("chat", limits(20, Some(5), 64 * KIB)),
+            ("payment-intent", limits(10, Some(5), 8 * KIB)),
+            ("webhook", limits(300, None, 256 * KIB)),
+            ("health", limits(100, None, 0)),
+            ("account", limits(3, None, 0)),
+        ]);
+        let (cors_origins, jwt_minutes, log_level) = match env {
+            Environment::Development => (
+                vec![
+                    "http://localhost:3000".to_string(),
+                    "http://localhost:5173".to_string(),
+                ],
+                60,
+                "debug",
+            ),
+            Environment::Staging => (Vec::new(), 30, "info"),
+            Environment::Production => (Vec::new(), 15, "info"),
+        };
+        Self {
+            cors_origins,
+            jwt_ttl: Duration::from_secs(jwt_minutes * 60),
+            csrf_ttl: Duration::from_secs(3600),
+            password: PasswordPolicy {
+                min_chars: 12,
+                max_chars: 128,
+                min_score: 3,
+            },
+            login_throttle: LoginThrottle {
+                max_failures: 5,
+                window: Duration::from_secs(15 * 60),
+            },
+            block: BlockPolicy {
+                violations: 10,
+                window: Duration::from_secs(10 * 60),
+                duration: Duration::from_secs(15 * 60),
+            },
+            endpoints,
+            log_level,
+        }
+    }
+}
+
+/// DynamoDB table names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    /// Rate-limit counters and IP blocks (`RATE_LIMIT_TABLE`).
+    pub rate_limits: String,
+    /// Users and everything keyed to them (`USERS_TABLE`).
+    pub users: String,
+    /// Processed webhook events and payment records (`PAYMENTS_TABLE`).
+    pub payments: String,
+}
+
+/// The whole configuration of a function, read once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The environment.
+    pub environment: Environment,
+    /// The service version reported by health.
+    pub version: String,
+    /// Allowed CORS origins (exact `scheme://host[:port]` strings).
+    pub cors_origins: Vec<String>,
+    /// JWT signing key.
+    pub jwt_secret: Secret,
+    /// Previous JWT key, still accepted for verification during a rotation.
+    pub jwt_secret_previous: Option<Secret>,
+    /// Access-token lifetime.
+    pub jwt_ttl: Duration,
+    /// Token issuer (`iss`).
+    pub jwt_issuer: String,
+    /// Token audience (`aud`).
+    pub jwt_audience: String,
+    /// CSRF HMAC key.
+    pub csrf_secret: Secret,
+    /// CSRF-token lifetime.
+    pub csrf_ttl: Duration,
+    /// Password rules.
+    pub password: PasswordPolicy,
+    /// Failed-login throttling per account.
+    pub login_throttle: LoginThrottle,
+    /// IP blocking.
+    pub block: BlockPolicy,
+    /// Limits per endpoint name.
+    pub endpoints: BTreeMap<&'static str, EndpointLimits>,
+    /// Bound on each DynamoDB call made by the rate limiter.
+    pub store_timeout: Duration,
+    /// Table names.
+    pub tables: Tables,
+    /// Log level filter (`LOG_LEVEL`).
+    pub log_level: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which maps a variable name to its value.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let environment: Environment = match get("ENVIRONMENT") {
+            Some(v) => v.parse()?,
+            None => Environment::Development,
+        };
+        let d = Defaults::for_environment(environment);
+
+        let jwt_secret = required_secret(&get, "JWT_SECRET_KEY", environment)?;
+        let csrf_secret = required_secret(&get, "CSRF_SECRET_KEY", environment)?;
+        let jwt_secret_previous = match get("JWT_SECRET_KEY_PREVIOUS") {
+            Some(v) => Some(check_secret("JWT_SECRET_KEY_PREVIOUS", v, environment)?),
+            None => None,
+        };
+
+        let cors_origins = match get("CORS_ORIGINS") {
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|o| check_origin(o, environment))
+                .collect::<Result<_, _>>()?,
+            None => d.cors_origins,
+        };
+
+        let mut endpoints = d.endpoints;
+        for (name, limits) in endpoints.iter_mut() {
+            let key = name.to_ascii_uppercase().replace('-', "_");
+            limits.rate.per_minute =
+                parse_or(&get, &format!("RATE_LIMIT_{key}_PER_MINUTE"), limits.rate.per_minute)?;
+            if let Some(burst) = limits.rate.burst {
+                let burst = parse_or(&get, &format!("RATE_LIMIT_{key}_BURST"), burst)?;
+                limits.rate.burst = (burst > 0).then_some(burst);
+            }
+            limits.body_bytes = parse_or(&get, &format!("BODY_LIMIT_{key}"), limits.body_bytes)?;
+        }
+
+        let password = PasswordPolicy {
+            min_chars: parse_or(&get, "PASSWORD_MIN_CHARS", d.password.min_chars)?,
+            max_chars: parse_or(&get, "PASSWORD_MAX_CHARS", d.password.max_chars)?,
+            min_score: parse_or(&get, "PASSWORD_MIN_SCORE", d.password.min_score)?,
+        };
+        if password.min_chars == 0 || password.min_chars > password.max_chars || password.min_score > 4
+        {
+            return Err(ConfigError::Invalid {
+                var: "PASSWORD_MIN_CHARS".into(),
+                reason: "needs 0 < PASSWORD_MIN_CHARS <= PASSWORD_MAX_CHARS and a score of 0 to 4"
+                    .into(),
+            });
+        }
+
+        Ok(Self {
+            environment,
+            version: get("SERVICE_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            cors_origins,
+            jwt_secret,
+            jwt_secret_previous,
+            jwt_ttl: secs_or(&get, "JWT_TTL_SECONDS", d.jwt_ttl)?,
+            jwt_issuer: get("JWT_ISSUER").unwrap_or_else(|| "flowbotz-api".into()),
+            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "flowbotz-clients".into()),
+            csrf_secret,
+            csrf_ttl: secs_or(&get, "CSRF_TTL_SECONDS", d.csrf_ttl)?,
+            password,
+            login_throttle: LoginThrottle {
+                max_failures: parse_or(&get, "LOGIN_MAX_FAILURES", d.login_throttle.max_failures)?,
+                window: secs_or(&get, "LOGIN_FAILURE_WINDOW_SECONDS", d.login_throttle.window)?,
+            },
+            block: BlockPolicy {
+                violations: parse_or(&get, "IP_BLOCK_VIOLATIONS", d.block.violations)?,
+                window: secs_or(&get, "IP_BLOCK_WINDOW_SECONDS", d.block.window)?,
+                duration: secs_or(&get, "IP_BLOCK_SECONDS", d.block.duration)?,
+            },
+            endpoints,
+            store_timeout: Duration::from_millis(parse_or(&get, "STORE_TIMEOUT_MS", 1500u64)?),
+            tables: Tables {
+                rate_limits: get("RATE_LIMIT_TABLE").unwrap_or_else(|| "flowbotz-rate-limits".into()),
+                users: get("USERS_TABLE").unwrap_or_else(|| "flowbotz-users".into()),
+                payments: get("PAYMENTS_TABLE").unwrap_or_else(|| "flowbotz-payments".into()),
+            },
+            log_level: get("LOG_LEVEL").unwrap_or_else(|| d.log_level.into()),
+        })
+    }
+
+    /// The limits of the endpoint `name`.
+    ///
+    /// # Panics
+    /// If `name` is not an endpoint of the defaults table: a programming error caught by the
+    /// first test of the function.
+    pub fn endpoint(&self, name: &str) -> EndpointLimits {
+        match self.endpoints.get(name) {
+            Some(l) => *l,
+            None => panic!("no limits configured for endpoint {name}"),
+        }
+    }
+}
+
+fn required_secret(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    env: Environment,
+) -> Result<Secret, ConfigError> {
+    match get(var) {
+        Some(v) => check_secret(var, v, env),
+        None => Err(ConfigError::Missing {
+            var: var.into(),
+            environment: env,
+        }),
+    }
+}
+
+/// Checks a secret's strength for `env`; returns it wrapped.
+pub fn check_secret(var: &str, value: String, env: Environment) -> Result<Secret, ConfigError> {
+    if env.is_deployed() {
+        if value.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::Invalid {
+                var: var.into(),
+                reason: format!("must be at least {MIN_SECRET_BYTES} bytes in {env}"),
+            });
+        }
+        if value.starts_with(DEV_SECRET_PREFIX) {
+            return Err(ConfigError::Invalid {
+                var: var.into(),
+                reason: format!("a development secret is not accepted in {env}"),
+            });
+        }
+    }
+    Ok(Secret(value))
+}
+
+fn check_origin(origin: &str, env: Environment) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: "CORS_ORIGINS".into(),
+        reason: reason.into(),
+    };
+    if origin == "*" || origin.contains('*') {
+        return Err(invalid("wildcards are not allowed; list each origin"));
+    }
+    let rest = if let Some(r) = origin.strip_prefix("https://") {
+        r
+    } else if let Some(r) = origin.strip_prefix("http://") {
+        if env == Environment::Production {
+            return Err(invalid("production origins must use https"));
+        }
+        r
+    } else {
+        return Err(invalid("each origin must start with https:// or http://"));
+    };
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+        return Err(invalid("each origin is scheme://host[:port] with no path"));
+    }
+    Ok(origin.to_ascii_lowercase())
+}
+
+fn parse_or<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: var.into(),
+            reason: "not a valid non-negative number".into(),
+        }),
+    }
+}
+
+fn secs_or(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let secs: u64 = parse_or(get, var, default.as_secs())?;
+    if secs == 0 {
+        return Err(ConfigError::Invalid {
+            var: var.into(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    const STRONG: &str = "0123456789abcdef0123456789abcdef-strong";
+
+    #[test]
+    fn given_no_environment_when_loading_then_development_defaults_apply() {
+        let c = cfg(&[("JWT_SECRET_KEY", "dev-only-x"), ("CSRF_SECRET_KEY", "dev-only-y")])
+            .expect("config");
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.cors_origins, ["http://localhost:3000", "http://localhost:5173"]);
+        assert_eq!(c.endpoint("login").rate, RateLimit { per_minute: 5, burst: Some(3) });
+        assert_eq!(c.endpoint("chat").body_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn given_production_without_jwt_secret_when_loading_then_error_names_the_variable() {
+        let err = cfg(&[("ENVIRONMENT", "production"), ("CSRF_SECRET_KEY", STRONG)]).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET_KEY"), "{err}");
+    }
+
+    #[test]
+    fn given_production_with_short_or_dev_secret_when_loading_then_refused() {
+        let err = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("JWT_SECRET_KEY", "0123456789"),
+            ("CSRF_SECRET_KEY", STRONG),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET_KEY"));
+        assert!(!err.to_string().contains("0123456789"), "the value must not be echoed");
+        let dev = format!("{DEV_SECRET_PREFIX}{STRONG}");
+        let err = cfg(&[
+            ("ENVIRONMENT", "staging"),
+            ("JWT_SECRET_KEY", STRONG),
+            ("CSRF_SECRET_KEY", &dev),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("CSRF_SECRET_KEY"));
+    }
+
+    #[test]
+    fn given_production_with_strong_secrets_when_loading_then_ok_and_debug_is_redacted() {
+        let c = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("JWT_SECRET_KEY", STRONG),
+            ("CSRF_SECRET_KEY", STRONG),
+        ])
+        .expect("config");
+        assert!(c.cors_origins.is_empty());
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(STRONG));
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn given_overrides_when_loading_then_they_win() {
+        let c = cfg(&[
+            ("JWT_SECRET_KEY", "k"),
+            ("CSRF_SECRET_KEY", "k"),
+            ("RATE_LIMIT_LOGIN_PER_MINUTE", "1000"),
+            ("RATE_LIMIT_LOGIN_BURST", "0"),
+            ("BODY_LIMIT_PAYMENT_INTENT", "100"),
+            ("CORS_ORIGINS", "https://app.example.test, http://localhost:8080"),
+        ])
+        .expect("config");
+        assert_eq!(c.endpoint("login").rate, RateLimit { per_minute: 1000, burst: None });
+        assert_eq!(c.endpoint("payment-intent").body_bytes, 100);
+        assert_eq!(c.cors_origins.len(), 2);
+    }
+
+    #[test]
+    fn given_wildcard_or_http_origin_in_production_when_loading_then_refused() {
+        assert!(cfg(&[("JWT_SECRET_KEY", "k"), ("CSRF_SECRET_KEY", "k"), ("CORS_ORIGINS", "*")])
+            .is_err());
+        let err = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("JWT_SECRET_KEY", STRONG),
+            ("CSRF_SECRET_KEY", STRONG),
+            ("CORS_ORIGINS", "http://app.example.test"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("https"));
+    }
+
+    #[test]
+    fn given_bad_number_when_loading_then_error_names_variable() {
+        let err = cfg(&[("JWT_SECRET_KEY", "k"), ("CSRF_SECRET_KEY", "k"), ("JWT_TTL_SECONDS", "x")])
+            .unwrap_err();
+        assert!(err.to_string().contains("JWT_TTL_SECONDS"));
+    }
+}

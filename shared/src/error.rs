@@ -1,0 +1,339 @@
+//! One error type for every rejection and failure, mapped in one place to an RFC 9457
+//! `application/problem+json` response.
+//!
+//! The client sees a fixed title and a safe detail written by this crate; causes (store errors,
+//! upstream replies) are kept in the error for the log line and never serialised.
+
+use http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field's JSON path, such as `messages[0].content`.
+    pub field: String,
+    /// What is wrong, in words safe to show (never the submitted value).
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a request was refused with 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForbiddenKind {
+    /// The CSRF token is missing, expired, forged or another user's.
+    CsrfToken,
+    /// A state-changing request from a disallowed origin or a cross-site context.
+    CrossOrigin,
+}
+
+/// Every way a request can end other than success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed syntax: invalid JSON, nesting too deep, unknown or duplicate fields.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A malicious pattern in the path, query or headers.
+    #[error("malicious input: {0}")]
+    MaliciousInput(&'static str),
+    /// Missing or invalid credentials; the reason is for the log only.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// Refused by CSRF or origin protection.
+    #[error("forbidden: {0:?}")]
+    Forbidden(ForbiddenKind),
+    /// The client IP is blocked after repeated rate-limit violations.
+    #[error("ip blocked for {retry_after}s")]
+    IpBlocked {
+        /// Seconds until the block ends.
+        retry_after: u64,
+    },
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The `Allow` header value.
+        allow: String,
+    },
+    /// The body is larger than the endpoint accepts.
+    #[error("payload too large (limit {limit} bytes)")]
+    PayloadTooLarge {
+        /// The endpoint's limit in bytes.
+        limit: usize,
+    },
+    /// The body's media type is not the one the endpoint accepts.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// A well-formed body that fails validation.
+    #[error("validation failed on {} field(s)", .0.len())]
+    Validation(Vec<FieldError>),
+    /// Rate limited.
+    #[error("rate limited for {retry_after}s")]
+    RateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after: u64,
+    },
+    /// Too many failed logins on one account.
+    #[error("account throttled for {retry_after}s")]
+    AccountThrottled {
+        /// Seconds until the failure window passes.
+        retry_after: u64,
+    },
+    /// An upstream (Stripe, the AI provider) failed or answered something unusable.
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
+    /// A dependency is unavailable, throttled or not configured.
+    #[error("service unavailable: {reason}")]
+    ServiceUnavailable {
+        /// Cause, for the log only.
+        reason: String,
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+    },
+    /// An upstream did not answer in time.
+    #[error("gateway timeout: {0}")]
+    GatewayTimeout(String),
+    /// A bug or unexpected failure; the cause is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, fixed summary of the problem type.
+    pub title: &'a str,
+    /// The HTTP status.
+    pub status: u16,
+    /// A safe explanation of this occurrence.
+    pub detail: String,
+    /// The request id, also in the log line and `X-Request-Id`.
+    pub request_id: &'a str,
+    /// Field errors, for validation failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<&'a [FieldError]>,
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::MaliciousInput(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::IpBlocked { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } | Self::AccountThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type's short name, the last segment of its `type` URI.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "malformed-request",
+            Self::MaliciousInput(_) => "malicious-input",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf-token-invalid",
+            Self::Forbidden(ForbiddenKind::CrossOrigin) => "cross-origin-request",
+            Self::IpBlocked { .. } => "ip-blocked",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::Validation(_) => "validation-failed",
+            Self::RateLimited { .. } => "rate-limited",
+            Self::AccountThrottled { .. } => "account-throttled",
+            Self::BadGateway(_) => "bad-gateway",
+            Self::ServiceUnavailable { .. } => "service-unavailable",
+            Self::GatewayTimeout(_) => "gateway-timeout",
+            Self::Internal(_) => "internal-error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Malformed request",
+            Self::MaliciousInput(_) => "Request rejected",
+            Self::Unauthorized(_) => "Authentication required",
+            Self::Forbidden(ForbiddenKind::CsrfToken) => "CSRF token missing or invalid",
+            Self::Forbidden(ForbiddenKind::CrossOrigin) => "Cross-origin request refused",
+            Self::IpBlocked { .. } => "Client blocked",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::Validation(_) => "Validation failed",
+            Self::RateLimited { .. } => "Too many requests",
+            Self::AccountThrottled { .. } => "Too many failed logins",
+            Self::BadGateway(_) => "Upstream service failed",
+            Self::ServiceUnavailable { .. } => "Service unavailable",
+            Self::GatewayTimeout(_) => "Upstream service timed out",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::BadRequest(d) => d.clone(),
+            Self::MaliciousInput(what) => format!("The request contains {what}."),
+            Self::Unauthorized(_) => "A valid bearer token is required.".into(),
+            Self::Forbidden(ForbiddenKind::CsrfToken) => {
+                "Send the X-CSRF-Token issued for this session.".into()
+            }
+            Self::Forbidden(ForbiddenKind::CrossOrigin) => {
+                "State-changing requests are only accepted from allowed origins.".into()
+            }
+            Self::IpBlocked { retry_after } => format!(
+                "Too many rate-limit violations from this address; retry in {retry_after} s."
+            ),
+            Self::NotFound => "No such resource.".into(),
+            Self::MethodNotAllowed { allow } => format!("Allowed methods: {allow}."),
+            Self::PayloadTooLarge { limit } => {
+                if *limit == 0 {
+                    "This endpoint takes no request body.".into()
+                } else {
+                    format!("The request body exceeds {limit} bytes.")
+                }
+            }
+            Self::UnsupportedMediaType => "The request body must be application/json.".into(),
+            Self::Validation(_) => "The request body failed validation; see errors.".into(),
+            Self::RateLimited { retry_after } => format!("Retry in {retry_after} s."),
+            Self::AccountThrottled { retry_after } => format!(
+                "Too many failed logins for this account; retry in {retry_after} s."
+            ),
+            Self::BadGateway(_) => "An upstream service failed; try again later.".into(),
+            Self::ServiceUnavailable { .. } => "Try again shortly.".into(),
+            Self::GatewayTimeout(_) => "An upstream service did not answer in time.".into(),
+            Self::Internal(_) => "An unexpected error occurred.".into(),
+        }
+    }
+
+    /// The security event this error represents, for the log line.
+    pub fn event(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::BadRequest(_) => "request.malformed",
+            Self::MaliciousInput(_) => "request.malicious",
+            Self::Unauthorized(_) => "auth.failure",
+            Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf.failure",
+            Self::Forbidden(ForbiddenKind::CrossOrigin) => "csrf.origin_refused",
+            Self::IpBlocked { .. } => "ip.blocked",
+            Self::PayloadTooLarge { .. } => "request.too_large",
+            Self::UnsupportedMediaType => "request.media_type",
+            Self::Validation(_) => "validation.failure",
+            Self::RateLimited { .. } => "rate_limit.exceeded",
+            Self::AccountThrottled { .. } => "auth.throttled",
+            Self::ServiceUnavailable { .. } => "dependency.unavailable",
+            Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream.failure",
+            Self::Internal(_) => "internal.error",
+            Self::NotFound | Self::MethodNotAllowed { .. } => return None,
+        })
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::IpBlocked { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::AccountThrottled { retry_after }
+            | Self::ServiceUnavailable { retry_after, .. } => Some((*retry_after).max(1)),
+            _ => None,
+        }
+    }
+
+    /// The problem+json response for this error.
+    pub fn to_response(&self, request_id: &str) -> Response<Body> {
+        let errors = match self {
+            Self::Validation(e) => Some(e.as_slice()),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: format!("/problems/{}", self.slug()),
+            title: self.title(),
+            status: self.status().as_u16(),
+            detail: self.detail(),
+            request_id,
+            errors,
+        };
+        let body = serde_json::to_string(&problem).unwrap_or_else(|_| "{}".into());
+        let mut resp = Response::new(Body::Text(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::MethodNotAllowed { allow } = self
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            h.insert(header::ALLOW, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(resp: &Response<Body>) -> serde_json::Value {
+        match resp.body() {
+            Body::Text(t) => serde_json::from_str(t).expect("json"),
+            _ => panic!("text body expected"),
+        }
+    }
+
+    #[test]
+    fn given_internal_error_when_rendered_then_cause_is_not_in_body() {
+        let err = ApiError::Internal("dynamodb: connection refused at 10.0.0.1".into());
+        let resp = err.to_response("req-1");
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let v = body_json(&resp);
+        assert!(!v.to_string().contains("10.0.0.1"));
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["type"], "/problems/internal-error");
+    }
+
+    #[test]
+    fn given_validation_error_when_rendered_then_field_errors_are_listed() {
+        let err = ApiError::Validation(vec![FieldError::new("amount", "must be at least 50")]);
+        let v = body_json(&err.to_response("r"));
+        assert_eq!(v["status"], 422);
+        assert_eq!(v["errors"][0]["field"], "amount");
+    }
+
+    #[test]
+    fn given_rate_limit_when_rendered_then_retry_after_is_set() {
+        let resp = ApiError::RateLimited { retry_after: 0 }.to_response("r");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = ApiError::MethodNotAllowed { allow: "GET, OPTIONS".into() }.to_response("r");
+        assert_eq!(resp.headers()[header::ALLOW], "GET, OPTIONS");
+    }
+}

@@ -1,0 +1,44 @@
+//! Security controls for Rust AWS Lambda HTTP functions behind API Gateway.
+//!
+//! A function declares its policy as an [`pipeline::Endpoint`] and hands each request to
+//! [`pipeline::Pipeline::serve`], which applies, in one fixed order: request id, CORS, the
+//! request guard, IP blocks and rate limits, body limits, bearer authentication, CSRF, then
+//! the handler, the security headers and one structured log line. Every rejection is an
+//! [`error::ApiError`] rendered as RFC 9457 problem+json.
+//!
+//! Features: `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod cors;
+pub mod error;
+pub mod guard;
+pub mod headers;
+pub mod log;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod session;
+pub mod store;
+pub mod validate;
+
+pub use config::{Config, ConfigError, Environment, Secret};
+pub use error::{ApiError, FieldError};
+pub use pipeline::{Ctx, Endpoint, HandlerResult, Pipeline, StoreFailure};
+
+/// Loads the configuration and installs JSON logging; on a configuration error, logs it
+/// (naming the variable, never its value) and returns it so `main` exits before serving.
+pub fn start() -> Result<Config, ConfigError> {
+    match Config::from_env() {
+        Ok(config) => {
+            log::init(&config.log_level);
+            Ok(config)
+        }
+        Err(err) => {
+            log::init("info");
+            tracing::error!(event = "startup.failed", error = %err, "configuration refused");
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Sessions: HS256 access tokens (JWT) and CSRF tokens bound to the user.
+//!
+//! Access tokens carry `sub`, `iat`, `nbf`, `exp`, `iss`, `aud`, `jti` and a `kid` header naming
+//! the key; only HS256 is accepted, and a previous key still verifies (never signs) during a
+//! rotation. CSRF tokens are `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the user id,
+//! expiry and nonce, compared in constant time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::config::{Config, Secret};
+use crate::cors::Cors;
+use crate::error::{ApiError, ForbiddenKind};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Seconds of clock skew tolerated on `nbf` and `exp`.
+const LEEWAY_SECS: u64 = 5;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Issued at (epoch seconds).
+    pub iat: u64,
+    /// Not before (epoch seconds).
+    pub nbf: u64,
+    /// Expires at (epoch seconds).
+    pub exp: u64,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Unique token id.
+    pub jti: String,
+}
+
+struct Key {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Key {
+    fn new(secret: &Secret) -> Self {
+        let digest = Sha256::digest([b"kid:".as_slice(), secret.expose().as_bytes()].concat());
+        Self {
+            kid: hex::encode(&digest[..6]),
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+        }
+    }
+}
+
+/// A token issued to a client, with its lifetime in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The token.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Issues and verifies access and CSRF tokens.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: Key,
+    previous: Option<Key>,
+    csrf_key: Secret,
+    jwt_ttl: Duration,
+    csrf_ttl: Duration,
+    issuer: String,
+    audience: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("kid", &self.inner.current.kid).finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions with the keys, lifetimes, issuer and audience of `config`.
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                current: Key::new(&config.jwt_secret),
+                previous: config.jwt_secret_previous.as_ref().map(Key::new),
+                csrf_key: config.csrf_secret.clone(),
+                jwt_ttl: config.jwt_ttl,
+                csrf_ttl: config.csrf_ttl,
+                issuer: config.jwt_issuer.clone(),
+                audience: config.jwt_audience.clone(),
+                clock,
+            }),
+        }
+    }
+
+    /// Signs an access token for `user_id` with the current key.
+    pub fn issue_access_token(&self, user_id: &str) -> Result<Issued, ApiError> {
+        let i = &self.inner;
+        let now = i.clock.now_s();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iat: now,
+            nbf: now,
+            exp: now + i.jwt_ttl.as_secs(),
+            iss: i.issuer.clone(),
+            aud: i.audience.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(i.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &i.current.encoding)
+            .map_err(|_| ApiError::Internal("signing an access token failed".into()))?;
+        Ok(Issued { token, expires_in: i.jwt_ttl.as_secs() })
+    }
+
+    /// Verifies an access token and returns its claims.
+    pub fn verify_access_token(&self, token: &str) -> Result<Claims, ApiError> {
+        let i = &self.inner;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("malformed token"))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(ApiError::Unauthorized("unexpected algorithm"));
+        }
+        let key = match header.kid.as_deref() {
+            Some(kid) if kid == i.current.kid => &i.current,
+            Some(kid) if i.previous.as_ref().is_some_and(|p| p.kid == kid) => {
+                i.previous.as_ref().ok_or(ApiError::Unauthorized("unknown key"))?
+            }
+            _ => return Err(ApiError::Unauthorized("unknown key")),
+        };
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[&i.issuer]);
+        v.set_audience(&[&i.audience]);
+        v.set_required_spec_claims(&["sub", "iat", "nbf", "exp", "iss", "aud"]);
+        v.validate_nbf = true;
+        v.validate_exp = false;
+        v.leeway = LEEWAY_SECS;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
+            .map_err(|_| ApiError::Unauthorized("invalid token"))?;
+        let c = data.claims;
+        let now = i.clock.now_s();
+        if c.exp + LEEWAY_SECS <= now {
+            return Err(ApiError::Unauthorized("expired token"));
+        }
+        if c.nbf > now + LEEWAY_SECS || c.sub.is_empty() || c.jti.is_empty() {
+            return Err(ApiError::Unauthorized("token not valid yet"));
+        }
+        Ok(c)
+    }
+
+    /// Reads the bearer token from `Authorization` and returns the user id.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed authorization header"))?;
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or(ApiError::Unauthorized("malformed authorization header"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::Unauthorized("not a bearer token"));
+        }
+        Ok(self.verify_access_token(token.trim())?.sub)
+    }
+
+    fn csrf_mac(&self, user_id: &str, expires: u64, nonce: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(self.inner.csrf_key.expose().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"csrf|v1|");
+        mac.update(user_id.as_bytes());
+        mac.update(b"|");
+        mac.update(expires.to_string().as_bytes());
+        mac.update(b"|");
+        mac.update(nonce.as_bytes());
+        mac
+    }
+
+    /// Issues a CSRF token bound to `user_id`.
+    pub fn issue_csrf(&self, user_id: &str) -> Issued {
+        let ttl = self.inner.csrf_ttl.as_secs();
+        let expires = self.inner.clock.now_s() + ttl;
+        let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
+        let tag = B64.encode(self.csrf_mac(user_id, expires, &nonce).finalize().into_bytes());
+        Issued { token: format!("v1.{expires}.{nonce}.{tag}"), expires_in: ttl }
+    }
+
+    /// Verifies a CSRF token for `user_id`.
+    pub fn verify_csrf(&self, token: &str, user_id: &str) -> Result<(), ApiError> {
+        let bad = ApiError::Forbidden(ForbiddenKind::CsrfToken);
+        let mut parts = token.split('.');
+        let (Some("v1"), Some(expires), Some(nonce), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad);
+        };
+        let expires: u64 = expires.parse().map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
+        let now = self.inner.clock.now_s();
+        if expires <= now || expires > now + self.inner.csrf_ttl.as_secs() + LEEWAY_SECS {
+            return Err(bad);
+        }
+        let tag = B64.decode(tag).map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
+        self.csrf_mac(user_id, expires, nonce)
+            .verify_slice(&tag)
+            .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))
+    }
+
+    /// The CSRF defence of a state-changing request: the origin check, then the token.
+    ///
+    /// An `Origin` on the allow-list passes the origin check; any other `Origin`, or
+    /// `Sec-Fetch-Site: cross-site` or `same-site`, is refused; a request with neither header
+    /// (a non-browser client) goes on to the token check, which every request must pass.
+    pub fn check_csrf(&self, headers: &HeaderMap, user_id: &str, cors: &Cors) -> Result<(), ApiError> {
+        let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("invalid"));
+        let fetch_site = headers
+            .get("sec-fetch-site")
+            .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
+        match origin {
+            Some(o) if cors.allows(o) => {}
+            Some(_) => return Err(ApiError::Forbidden(ForbiddenKind::CrossOrigin)),
+            None if matches!(fetch_site.as_deref(), Some("cross-site" | "same-site")) => {
+                return Err(ApiError::Forbidden(ForbiddenKind::CrossOrigin));
+            }
+            None => {}
+        }
+        let token = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
+        self.verify_csrf(token.trim(), user_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use http::{HeaderValue, Method};
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn config(jwt: &str, previous: Option<&str>) -> Config {
+        let jwt = jwt.to_string();
+        let previous = previous.map(str::to_string);
+        Config::from_lookup(move |k| match k {
+            "JWT_SECRET_KEY" => Some(jwt.clone()),
+            "JWT_SECRET_KEY_PREVIOUS" => previous.clone(),
+            "CSRF_SECRET_KEY" => Some("csrf-key-for-tests-0123456789abcdef".into()),
+            _ => None,
+        })
+        .expect("config")
+    }
+
+    fn sessions(jwt: &str, previous: Option<&str>) -> (Sessions, ManualClock) {
+        let clock = ManualClock::at_ms(T0);
+        (Sessions::new(&config(jwt, previous), Arc::new(clock.clone())), clock)
+    }
+
+    const KEY: &str = "jwt-key-for-tests-0123456789abcdef";
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).expect("h"));
+        h
+    }
+
+    #[test]
+    fn given_an_issued_token_when_authenticating_then_user_is_known() {
+        let (s, _) = sessions(KEY, None);
+        let t = s.issue_access_token("user-1").expect("token");
+        assert_eq!(s.authenticate(&bearer(&t.token)).expect("auth"), "user-1");
+        let header = jsonwebtoken::decode_header(&t.token).expect("header");
+        assert!(header.kid.is_some());
+    }
+
+    #[test]
+    fn given_bad_tokens_when_authenticating_then_401() {
+        let (s, clock) = sessions(KEY, None);
+        let (other, _) = sessions("another-key-0123456789abcdef-0123456", None);
+        let good = s.issue_access_token("u").expect("t").token;
+        let parts: Vec<&str> = good.split('.').collect();
+        let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let alg_none = format!("{none_header}.{}.", parts[1]);
+        let tampered_payload = B64.encode(
+            String::from_utf8(B64.decode(parts[1]).expect("b64")).expect("utf8").replace("\"u\"", "\"admin\""),
+        );
+        let tampered = format!("{}.{}.{}", parts[0], tampered_payload, parts[2]);
+        let foreign = other.issue_access_token("u").expect("t").token;
+        for bad in [alg_none.as_str(), tampered.as_str(), foreign.as_str(), "abc", ""] {
+            assert!(matches!(s.authenticate(&bearer(bad)), Err(ApiError::Unauthorized(_))), "{bad}");
+        }
+        assert!(s.authenticate(&HeaderMap::new()).is_err());
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dTpw"));
+        assert!(s.authenticate(&basic).is_err());
+        clock.advance_ms(3601 * 1000 + LEEWAY_SECS * 1000);
+        assert!(s.authenticate(&bearer(&good)).is_err(), "expired");
+    }
+
+    #[test]
+    fn given_wrong_audience_or_hs512_when_verifying_then_401() {
+        let (s, _) = sessions(KEY, None);
+        let claims = Claims {
+            sub: "u".into(),
+            iat: T0 / 1000,
+            nbf: T0 / 1000,
+            exp: T0 / 1000 + 60,
+            iss: "flowbotz-api".into(),
+            aud: "someone-else".into(),
+            jti: "j".into(),
+        };
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(s.inner.current.kid.clone());
+        let wrong_aud = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        assert!(s.verify_access_token(&wrong_aud).is_err());
+        let mut h512 = Header::new(Algorithm::HS512);
+        h512.kid = h.kid.clone();
+        let claims = Claims { aud: "flowbotz-clients".into(), ..claims };
+        let hs512 = jsonwebtoken::encode(&h512, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        assert!(s.verify_access_token(&hs512).is_err());
+        let ok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        assert!(s.verify_access_token(&ok).is_ok());
+    }
+
+    #[test]
+    fn given_a_rotation_when_verifying_old_tokens_then_accepted_and_new_ones_use_new_key() {
+        let (old, _) = sessions(KEY, None);
+        let old_token = old.issue_access_token("u").expect("t").token;
+        let new_key = "rotated-jwt-key-0123456789abcdef-xyz";
+        let (rotated, _) = sessions(new_key, Some(KEY));
+        assert!(rotated.verify_access_token(&old_token).is_ok());
+        let new_token = rotated.issue_access_token("u").expect("t").token;
+        assert!(old.verify_access_token(&new_token).is_err(), "old key alone no longer signs");
+        let (after, _) = sessions(new_key, None);
+        assert!(after.verify_access_token(&old_token).is_err());
+    }
+
+    #[test]
+    fn given_csrf_tokens_when_verifying_then_bound_to_user_and_time() {
+        let (s, clock) = sessions(KEY, None);
+        let t = s.issue_csrf("alice").token;
+        assert!(s.verify_csrf(&t, "alice").is_ok());
+        assert!(s.verify_csrf(&t, "bob").is_err());
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(s.verify_csrf(&forged, "alice").is_err());
+        assert!(s.verify_csrf("v1.99999999999.x.y", "alice").is_err());
+        clock.advance_ms(3600 * 1000);
+        assert!(s.verify_csrf(&t, "alice").is_err(), "expired");
+    }
+
+    #[test]
+    fn given_origins_when_checking_csrf_then_cross_site_is_refused() {
+        let (s, _) = sessions(KEY, None);
+        let cors = Cors::new(&["http://localhost:3000".to_string()], &[Method::POST]);
+        let token = s.issue_csrf("u").token;
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_str(v).expect("v"));
+            }
+            h
+        };
+        assert!(s.check_csrf(&with(&[("x-csrf-token", &token)]), "u", &cors).is_ok());
+        assert!(s.check_csrf(&with(&[("x-csrf-token", &token), ("origin", "http://localhost:3000"), ("sec-fetch-site", "cross-site")]), "u", &cors).is_ok());
+        let refused = [
+            with(&[("x-csrf-token", &token), ("origin", "https://evil.example")]),
+            with(&[("x-csrf-token", &token), ("sec-fetch-site", "cross-site")]),
+            with(&[("x-csrf-token", &token), ("sec-fetch-site", "same-site")]),
+            with(&[("origin", "http://localhost:3000")]),
+        ];
+        for h in refused {
+            assert!(matches!(s.check_csrf(&h, "u", &cors), Err(ApiError::Forbidden(_))));
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Store implementations backed by AWS services.
+
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
