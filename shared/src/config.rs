@@ -263,8 +263,8 @@ pub struct Config {
     pub version: String,
     /// Allowed CORS origins (exact `scheme://host[:port]` strings).
     pub cors_origins: Vec<String>,
-    /// JWT signing key.
-    pub jwt_secret: Secret,
+    /// JWT signing key (`JWT_SECRET_KEY`), for functions that need it.
+    pub jwt_secret: Option<Secret>,
     /// Previous JWT key, still accepted for verification during a rotation.
     pub jwt_secret_previous: Option<Secret>,
     /// Access-token lifetime.
@@ -273,8 +273,8 @@ pub struct Config {
     pub jwt_issuer: String,
     /// Token audience (`aud`).
     pub jwt_audience: String,
-    /// CSRF HMAC key.
-    pub csrf_secret: Secret,
+    /// CSRF HMAC key (`CSRF_SECRET_KEY`), for functions that need it.
+    pub csrf_secret: Option<Secret>,
     /// CSRF-token lifetime.
     pub csrf_ttl: Duration,
     /// Password rules.
@@ -308,12 +308,9 @@ impl Config {
         };
         let d = Defaults::for_environment(environment);
 
-        let jwt_secret = required_secret(&get, "JWT_SECRET_KEY", environment)?;
-        let csrf_secret = required_secret(&get, "CSRF_SECRET_KEY", environment)?;
-        let jwt_secret_previous = match get("JWT_SECRET_KEY_PREVIOUS") {
-            Some(v) => Some(check_secret("JWT_SECRET_KEY_PREVIOUS", v, environment)?),
-            None => None,
-        };
+        let jwt_secret = optional_secret(&get, "JWT_SECRET_KEY", environment)?;
+        let csrf_secret = optional_secret(&get, "CSRF_SECRET_KEY", environment)?;
+        let jwt_secret_previous = optional_secret(&get, "JWT_SECRET_KEY_PREVIOUS", environment)?;
 
         let cors_origins = match get("CORS_ORIGINS") {
             Some(v) => v
@@ -328,8 +325,11 @@ impl Config {
         let mut endpoints = d.endpoints;
         for (name, limits) in endpoints.iter_mut() {
             let key = name.to_ascii_uppercase().replace('-', "_");
-            limits.rate.per_minute =
-                parse_or(&get, &format!("RATE_LIMIT_{key}_PER_MINUTE"), limits.rate.per_minute)?;
+            limits.rate.per_minute = parse_or(
+                &get,
+                &format!("RATE_LIMIT_{key}_PER_MINUTE"),
+                limits.rate.per_minute,
+            )?;
             if let Some(burst) = limits.rate.burst {
                 let burst = parse_or(&get, &format!("RATE_LIMIT_{key}_BURST"), burst)?;
                 limits.rate.burst = (burst > 0).then_some(burst);
@@ -342,7 +342,9 @@ impl Config {
             max_chars: parse_or(&get, "PASSWORD_MAX_CHARS", d.password.max_chars)?,
             min_score: parse_or(&get, "PASSWORD_MIN_SCORE", d.password.min_score)?,
         };
-        if password.min_chars == 0 || password.min_chars > password.max_chars || password.min_score > 4
+        if password.min_chars == 0
+            || password.min_chars > password.max_chars
+            || password.min_score > 4
         {
             return Err(ConfigError::Invalid {
                 var: "PASSWORD_MIN_CHARS".into(),
@@ -365,7 +367,11 @@ impl Config {
             password,
             login_throttle: LoginThrottle {
                 max_failures: parse_or(&get, "LOGIN_MAX_FAILURES", d.login_throttle.max_failures)?,
-                window: secs_or(&get, "LOGIN_FAILURE_WINDOW_SECONDS", d.login_throttle.window)?,
+                window: secs_or(
+                    &get,
+                    "LOGIN_FAILURE_WINDOW_SECONDS",
+                    d.login_throttle.window,
+                )?,
             },
             block: BlockPolicy {
                 violations: parse_or(&get, "IP_BLOCK_VIOLATIONS", d.block.violations)?,
@@ -375,12 +381,31 @@ impl Config {
             endpoints,
             store_timeout: Duration::from_millis(parse_or(&get, "STORE_TIMEOUT_MS", 1500u64)?),
             tables: Tables {
-                rate_limits: get("RATE_LIMIT_TABLE").unwrap_or_else(|| "flowbotz-rate-limits".into()),
+                rate_limits: get("RATE_LIMIT_TABLE")
+                    .unwrap_or_else(|| "flowbotz-rate-limits".into()),
                 users: get("USERS_TABLE").unwrap_or_else(|| "flowbotz-users".into()),
                 payments: get("PAYMENTS_TABLE").unwrap_or_else(|| "flowbotz-payments".into()),
             },
             log_level: get("LOG_LEVEL").unwrap_or_else(|| d.log_level.into()),
         })
+    }
+
+    /// Fails, naming the variable, unless every secret in `needs` is set. Each function
+    /// declares only the secrets it uses, so none holds a key it does not need.
+    pub fn require(&self, needs: &[Need]) -> Result<(), ConfigError> {
+        for need in needs {
+            let present = match need {
+                Need::JwtKey => self.jwt_secret.is_some(),
+                Need::CsrfKey => self.csrf_secret.is_some(),
+            };
+            if !present {
+                return Err(ConfigError::Missing {
+                    var: need.var().into(),
+                    environment: self.environment,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The limits of the endpoint `name`.
@@ -396,17 +421,30 @@ impl Config {
     }
 }
 
-fn required_secret(
+fn optional_secret(
     get: &impl Fn(&str) -> Option<String>,
     var: &str,
     env: Environment,
-) -> Result<Secret, ConfigError> {
-    match get(var) {
-        Some(v) => check_secret(var, v, env),
-        None => Err(ConfigError::Missing {
-            var: var.into(),
-            environment: env,
-        }),
+) -> Result<Option<Secret>, ConfigError> {
+    get(var).map(|v| check_secret(var, v, env)).transpose()
+}
+
+/// A secret a function declares it needs at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `JWT_SECRET_KEY`.
+    JwtKey,
+    /// `CSRF_SECRET_KEY`.
+    CsrfKey,
+}
+
+impl Need {
+    /// The environment variable.
+    pub fn var(self) -> &'static str {
+        match self {
+            Self::JwtKey => "JWT_SECRET_KEY",
+            Self::CsrfKey => "CSRF_SECRET_KEY",
+        }
     }
 }
 
@@ -488,8 +526,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(move |k| map.get(k).cloned())
     }
 
@@ -497,18 +537,32 @@ mod tests {
 
     #[test]
     fn given_no_environment_when_loading_then_development_defaults_apply() {
-        let c = cfg(&[("JWT_SECRET_KEY", "dev-only-x"), ("CSRF_SECRET_KEY", "dev-only-y")])
-            .expect("config");
+        let c = cfg(&[
+            ("JWT_SECRET_KEY", "dev-only-x"),
+            ("CSRF_SECRET_KEY", "dev-only-y"),
+        ])
+        .expect("config");
         assert_eq!(c.environment, Environment::Development);
-        assert_eq!(c.cors_origins, ["http://localhost:3000", "http://localhost:5173"]);
-        assert_eq!(c.endpoint("login").rate, RateLimit { per_minute: 5, burst: Some(3) });
+        assert_eq!(
+            c.cors_origins,
+            ["http://localhost:3000", "http://localhost:5173"]
+        );
+        assert_eq!(
+            c.endpoint("login").rate,
+            RateLimit {
+                per_minute: 5,
+                burst: Some(3)
+            }
+        );
         assert_eq!(c.endpoint("chat").body_bytes, 64 * 1024);
     }
 
     #[test]
-    fn given_production_without_jwt_secret_when_loading_then_error_names_the_variable() {
-        let err = cfg(&[("ENVIRONMENT", "production"), ("CSRF_SECRET_KEY", STRONG)]).unwrap_err();
-        assert!(err.to_string().contains("JWT_SECRET_KEY"), "{err}");
+    fn given_production_without_jwt_secret_when_required_then_error_names_the_variable() {
+        let c = cfg(&[("ENVIRONMENT", "production"), ("CSRF_SECRET_KEY", STRONG)]).expect("config");
+        assert!(c.require(&[Need::CsrfKey]).is_ok());
+        let err = c.require(&[Need::CsrfKey, Need::JwtKey]).unwrap_err();
+        assert_eq!(err.to_string(), "JWT_SECRET_KEY is required in production");
     }
 
     #[test]
@@ -520,7 +574,10 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("JWT_SECRET_KEY"));
-        assert!(!err.to_string().contains("0123456789"), "the value must not be echoed");
+        assert!(
+            !err.to_string().contains("0123456789"),
+            "the value must not be echoed"
+        );
         let dev = format!("{DEV_SECRET_PREFIX}{STRONG}");
         let err = cfg(&[
             ("ENVIRONMENT", "staging"),
@@ -553,18 +610,33 @@ mod tests {
             ("RATE_LIMIT_LOGIN_PER_MINUTE", "1000"),
             ("RATE_LIMIT_LOGIN_BURST", "0"),
             ("BODY_LIMIT_PAYMENT_INTENT", "100"),
-            ("CORS_ORIGINS", "https://app.example.test, http://localhost:8080"),
+            (
+                "CORS_ORIGINS",
+                "https://app.example.test, http://localhost:8080",
+            ),
         ])
         .expect("config");
-        assert_eq!(c.endpoint("login").rate, RateLimit { per_minute: 1000, burst: None });
+        assert_eq!(
+            c.endpoint("login").rate,
+            RateLimit {
+                per_minute: 1000,
+                burst: None
+            }
+        );
         assert_eq!(c.endpoint("payment-intent").body_bytes, 100);
         assert_eq!(c.cors_origins.len(), 2);
     }
 
     #[test]
     fn given_wildcard_or_http_origin_in_production_when_loading_then_refused() {
-        assert!(cfg(&[("JWT_SECRET_KEY", "k"), ("CSRF_SECRET_KEY", "k"), ("CORS_ORIGINS", "*")])
-            .is_err());
+        assert!(
+            cfg(&[
+                ("JWT_SECRET_KEY", "k"),
+                ("CSRF_SECRET_KEY", "k"),
+                ("CORS_ORIGINS", "*")
+            ])
+            .is_err()
+        );
         let err = cfg(&[
             ("ENVIRONMENT", "production"),
             ("JWT_SECRET_KEY", STRONG),
@@ -577,8 +649,12 @@ mod tests {
 
     #[test]
     fn given_bad_number_when_loading_then_error_names_variable() {
-        let err = cfg(&[("JWT_SECRET_KEY", "k"), ("CSRF_SECRET_KEY", "k"), ("JWT_TTL_SECONDS", "x")])
-            .unwrap_err();
+        let err = cfg(&[
+            ("JWT_SECRET_KEY", "k"),
+            ("CSRF_SECRET_KEY", "k"),
+            ("JWT_TTL_SECONDS", "x"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("JWT_TTL_SECONDS"));
     }
 }

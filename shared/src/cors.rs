@@ -61,7 +61,10 @@ impl Cors {
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static(ALLOWED_HEADERS),
             );
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(MAX_AGE_SECS));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from(MAX_AGE_SECS),
+            );
         }
         self.decorate(request_headers, h);
         resp
@@ -105,9 +108,17 @@ mod tests {
         let resp = cors().preflight(&with_origin("http://localhost:3000"));
         assert_eq!(resp.status(), 204);
         let h = resp.headers();
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "http://localhost:3000");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "http://localhost:3000"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "POST, OPTIONS");
-        assert!(h[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap_or("").contains("X-CSRF-Token"));
+        assert!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+                .to_str()
+                .unwrap_or("")
+                .contains("X-CSRF-Token")
+        );
         assert_eq!(h[header::VARY], "Origin");
         assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
     }
@@ -116,7 +127,11 @@ mod tests {
     fn given_unknown_origin_when_preflight_or_request_then_no_grant() {
         let resp = cors().preflight(&with_origin("https://evil.example"));
         assert_eq!(resp.status(), 204);
-        assert!(resp.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        assert!(
+            resp.headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
         let mut h = HeaderMap::new();
         cors().decorate(&with_origin("http://localhost:3000.evil.example"), &mut h);
         assert!(h.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());

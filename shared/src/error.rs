@@ -225,9 +225,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "The request body must be application/json.".into(),
             Self::Validation(_) => "The request body failed validation; see errors.".into(),
             Self::RateLimited { retry_after } => format!("Retry in {retry_after} s."),
-            Self::AccountThrottled { retry_after } => format!(
-                "Too many failed logins for this account; retry in {retry_after} s."
-            ),
+            Self::AccountThrottled { retry_after } => {
+                format!("Too many failed logins for this account; retry in {retry_after} s.")
+            }
             Self::BadGateway(_) => "An upstream service failed; try again later.".into(),
             Self::ServiceUnavailable { .. } => "Try again shortly.".into(),
             Self::GatewayTimeout(_) => "An upstream service did not answer in time.".into(),
@@ -333,7 +333,10 @@ mod tests {
         let resp = ApiError::RateLimited { retry_after: 0 }.to_response("r");
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
-        let resp = ApiError::MethodNotAllowed { allow: "GET, OPTIONS".into() }.to_response("r");
+        let resp = ApiError::MethodNotAllowed {
+            allow: "GET, OPTIONS".into(),
+        }
+        .to_response("r");
         assert_eq!(resp.headers()[header::ALLOW], "GET, OPTIONS");
     }
 }

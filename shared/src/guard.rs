@@ -52,7 +52,9 @@ pub fn check_query(raw_query: &str) -> Result<(), ApiError> {
 }
 
 /// Checks decoded query parameters (as API Gateway REST events carry them).
-pub fn check_query_values<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Result<(), ApiError> {
+pub fn check_query_values<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
     let mut count = 0;
     for (k, v) in pairs {
         count += 1;
@@ -82,7 +84,9 @@ pub fn check_headers(headers: &HeaderMap) -> Result<(), ApiError> {
         if bytes.contains(&b'%') {
             for decoded in decodings(bytes) {
                 if decoded.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
-                    return Err(ApiError::MaliciousInput("encoded control characters in a header"));
+                    return Err(ApiError::MaliciousInput(
+                        "encoded control characters in a header",
+                    ));
                 }
             }
         }
@@ -115,7 +119,10 @@ pub fn check_body(
 
 /// Whether `Content-Type` is `application/json`, optionally with a UTF-8 charset.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mut parts = ct.split(';').map(str::trim);
@@ -127,7 +134,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         p.is_empty()
             || p.split_once('=').is_some_and(|(k, v)| {
                 k.trim().eq_ignore_ascii_case("charset")
-                    && matches!(v.trim().trim_matches('"').to_ascii_lowercase().as_str(), "utf-8" | "utf8")
+                    && matches!(
+                        v.trim().trim_matches('"').to_ascii_lowercase().as_str(),
+                        "utf-8" | "utf8"
+                    )
             })
     })
 }
@@ -161,7 +171,9 @@ fn check_value(raw: &str, identifier_like: bool) -> Result<(), ApiError> {
             return Err(ApiError::MaliciousInput("CR or LF characters"));
         }
         let Ok(text) = std::str::from_utf8(&bytes) else {
-            return Err(ApiError::MaliciousInput("an invalid or over-long UTF-8 encoding"));
+            return Err(ApiError::MaliciousInput(
+                "an invalid or over-long UTF-8 encoding",
+            ));
         };
         if round > 0 && text.contains('\\') {
             return Err(ApiError::MaliciousInput("an encoded backslash"));
@@ -257,27 +269,48 @@ mod tests {
         h.insert("x-c", HeaderValue::from_static("..%00"));
         assert!(check_headers(&h).is_err());
         let mut h = HeaderMap::new();
-        h.insert("x-d", HeaderValue::from_str(&"a".repeat(MAX_HEADER_VALUE_BYTES + 1)).expect("v"));
+        h.insert(
+            "x-d",
+            HeaderValue::from_str(&"a".repeat(MAX_HEADER_VALUE_BYTES + 1)).expect("v"),
+        );
         assert!(check_headers(&h).is_err());
     }
 
     #[test]
     fn given_bodies_when_checking_then_size_and_media_type_are_enforced() {
         let mut json = HeaderMap::new();
-        json.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert!(check_body(BodyKind::Json, 4096, 100, &json).is_ok());
         assert!(matches!(
             check_body(BodyKind::Json, 4096, 4097, &json),
             Err(ApiError::PayloadTooLarge { limit: 4096 })
         ));
-        assert!(matches!(check_body(BodyKind::None, 4096, 1, &HeaderMap::new()), Err(ApiError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            check_body(BodyKind::None, 4096, 1, &HeaderMap::new()),
+            Err(ApiError::PayloadTooLarge { .. })
+        ));
         assert!(check_body(BodyKind::None, 0, 0, &HeaderMap::new()).is_ok());
         let mut form = HeaderMap::new();
-        form.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
-        assert!(matches!(check_body(BodyKind::Json, 4096, 10, &form), Err(ApiError::UnsupportedMediaType)));
-        assert!(matches!(check_body(BodyKind::Json, 4096, 0, &HeaderMap::new()), Err(ApiError::UnsupportedMediaType)));
+        form.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        assert!(matches!(
+            check_body(BodyKind::Json, 4096, 10, &form),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+        assert!(matches!(
+            check_body(BodyKind::Json, 4096, 0, &HeaderMap::new()),
+            Err(ApiError::UnsupportedMediaType)
+        ));
         let mut odd = HeaderMap::new();
-        odd.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=latin1"));
+        odd.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=latin1"),
+        );
         assert!(!is_json(&odd));
     }
 }

@@ -6,7 +6,8 @@
 //! the handler, the security headers and one structured log line. Every rejection is an
 //! [`error::ApiError`] rendered as RFC 9457 problem+json.
 //!
-//! Features: `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]).
+//! Features: `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
+//! wiring in `runtime`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,18 +20,21 @@ pub mod headers;
 pub mod log;
 pub mod pipeline;
 pub mod ratelimit;
+#[cfg(feature = "dynamodb")]
+pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod validate;
 
 pub use config::{Config, ConfigError, Environment, Secret};
 pub use error::{ApiError, FieldError};
-pub use pipeline::{Ctx, Endpoint, HandlerResult, Pipeline, StoreFailure};
+pub use pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};
 
-/// Loads the configuration and installs JSON logging; on a configuration error, logs it
-/// (naming the variable, never its value) and returns it so `main` exits before serving.
-pub fn start() -> Result<Config, ConfigError> {
-    match Config::from_env() {
+/// Loads the configuration, checks that the secrets in `needs` are set, and installs JSON
+/// logging; on a configuration error, logs it (naming the variable, never its value) and
+/// returns it so `main` exits before serving.
+pub fn start(needs: &[config::Need]) -> Result<Config, ConfigError> {
+    match Config::from_env().and_then(|c| c.require(needs).map(|()| c)) {
         Ok(config) => {
             log::init(&config.log_level);
             Ok(config)

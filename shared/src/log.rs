@@ -94,8 +94,21 @@ impl RequestLog<'_> {
 
 /// Logs a security event that is not a request's outcome (an IP block starting, an account
 /// erased).
-pub fn security_event(event: &'static str, request_id: &str, client_ip: &str, route: &str, detail: &str) {
-    tracing::warn!(event, request_id, client_ip, route, detail, "security event");
+pub fn security_event(
+    event: &'static str,
+    request_id: &str,
+    client_ip: &str,
+    route: &str,
+    detail: &str,
+) {
+    tracing::warn!(
+        event,
+        request_id,
+        client_ip,
+        route,
+        detail,
+        "security event"
+    );
 }
 
 /// A writer that keeps every log line in memory, for tests.

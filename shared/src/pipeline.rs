@@ -6,6 +6,7 @@
 //!
 //! Each function declares an [`Endpoint`] (its policy as data) and calls [`Pipeline::serve`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,13 +72,22 @@ pub struct Ctx {
 /// A handler's answer before the pipeline adds headers.
 pub type HandlerResult = Result<Response<Body>, ApiError>;
 
+/// A function's business logic, called once every control has passed.
+pub trait Handler: Send + Sync {
+    /// Handles an admitted request. `ctx` carries the request id, client IP and user; a
+    /// handler may set `ctx.event` to name a security event for the log line.
+    fn handle(&self, req: Request, ctx: &mut Ctx) -> impl Future<Output = HandlerResult> + Send;
+}
+
 /// Builds a JSON response.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
     let mut resp = Response::new(Body::Text(text));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -117,7 +127,11 @@ fn request_id(req: &Request) -> String {
 /// The request path without the API Gateway stage, as the client sent it (undecoded).
 pub fn raw_path(req: &Request) -> String {
     let raw = req.raw_http_path();
-    let raw = if raw.is_empty() { req.uri().path() } else { raw };
+    let raw = if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    };
     let stage = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV1(c)) => c.stage.clone(),
         Some(RequestContext::ApiGatewayV2(c)) => c.stage.clone(),
@@ -143,7 +157,9 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("endpoint", &self.endpoint).finish_non_exhaustive()
+        f.debug_struct("Pipeline")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +168,13 @@ impl Pipeline {
     /// [`Pipeline::with_sessions`]; rate limits need [`Pipeline::with_limiter`].
     pub fn new(endpoint: Endpoint, config: Arc<Config>) -> Self {
         let cors = Cors::new(&config.cors_origins, endpoint.methods);
-        Self { endpoint, config, cors, limiter: None, sessions: None }
+        Self {
+            endpoint,
+            config,
+            cors,
+            limiter: None,
+            sessions: None,
+        }
     }
 
     /// Adds the rate limiter.
@@ -173,10 +195,7 @@ impl Pipeline {
     }
 
     /// Runs `req` through every control and `handler`, and returns the finished response.
-    pub async fn serve<H>(&self, req: Request, handler: H) -> Response<Body>
-    where
-        H: AsyncFnOnce(Request, &mut Ctx) -> HandlerResult,
-    {
+    pub async fn serve<H: Handler>(&self, req: Request, handler: &H) -> Response<Body> {
         let started = Instant::now();
         let mut ctx = Ctx {
             request_id: request_id(&req),
@@ -189,7 +208,7 @@ impl Pipeline {
         let mut decision = None;
         let result = match self.admit(&req, &mut ctx, &mut decision).await {
             Ok(Some(preflight)) => Ok(preflight),
-            Ok(None) => handler(req, &mut ctx).await,
+            Ok(None) => handler.handle(req, &mut ctx).await,
             Err(e) => Err(e),
         };
         let mut resp = match result {
@@ -247,11 +266,19 @@ impl Pipeline {
             return Err(ApiError::NotFound);
         }
         if !self.endpoint.methods.contains(req.method()) {
-            return Err(ApiError::MethodNotAllowed { allow: self.cors.allow_header().to_string() });
+            return Err(ApiError::MethodNotAllowed {
+                allow: self.cors.allow_header().to_string(),
+            });
         }
         let limits = self.config.endpoint(self.endpoint.name);
-        self.rate_limit(Subject::Ip(&ctx.client_ip.clone()), ctx, decision).await?;
-        guard::check_body(self.endpoint.body, limits.body_bytes, body_bytes(req).len(), req.headers())?;
+        self.rate_limit(Subject::Ip(&ctx.client_ip.clone()), ctx, decision)
+            .await?;
+        guard::check_body(
+            self.endpoint.body,
+            limits.body_bytes,
+            body_bytes(req).len(),
+            req.headers(),
+        )?;
         if self.endpoint.auth || self.endpoint.csrf {
             let sessions = self.sessions.as_ref().ok_or_else(|| {
                 ApiError::Internal("endpoint requires sessions but none are configured".into())
@@ -278,7 +305,9 @@ impl Pipeline {
         ctx: &Ctx,
         decision: &mut Option<Decision>,
     ) -> Result<(), ApiError> {
-        let Some(limiter) = &self.limiter else { return Ok(()) };
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
         let limits = self.config.endpoint(self.endpoint.name).rate;
         let d = match limiter.check(self.endpoint.name, subject, limits).await {
             Ok(d) => d,
@@ -305,9 +334,13 @@ impl Pipeline {
             Verdict::Limited => {
                 tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "rate_limit.exceeded", "rate limit exceeded");
                 match limiter.record_violation(&ctx.client_ip).await {
-                    Ok(Some(secs)) => tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "ip.blocked", block_secs = secs, "ip blocked"),
+                    Ok(Some(secs)) => {
+                        tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "ip.blocked", block_secs = secs, "ip blocked")
+                    }
                     Ok(None) => {}
-                    Err(err) => tracing::error!(request_id = %ctx.request_id, event = "rate_limit.store_failure", cause = %err, "recording a violation failed"),
+                    Err(err) => {
+                        tracing::error!(request_id = %ctx.request_id, event = "rate_limit.store_failure", cause = %err, "recording a violation failed")
+                    }
                 }
                 Err(ApiError::RateLimited { retry_after })
             }

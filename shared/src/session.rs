@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
-use crate::config::{Config, Secret};
+use crate::config::{Config, ConfigError, Need, Secret};
 use crate::cors::Cors;
 use crate::error::{ApiError, ForbiddenKind};
 
@@ -90,25 +90,35 @@ struct Inner {
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").field("kid", &self.inner.current.kid).finish_non_exhaustive()
+        f.debug_struct("Sessions")
+            .field("kid", &self.inner.current.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl Sessions {
-    /// Sessions with the keys, lifetimes, issuer and audience of `config`.
-    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Self {
-        Self {
+    /// Sessions with the keys, lifetimes, issuer and audience of `config`; fails, naming the
+    /// variable, when a key is missing.
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        config.require(&[Need::JwtKey, Need::CsrfKey])?;
+        let (Some(jwt), Some(csrf)) = (&config.jwt_secret, &config.csrf_secret) else {
+            return Err(ConfigError::Missing {
+                var: "JWT_SECRET_KEY".into(),
+                environment: config.environment,
+            });
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
-                current: Key::new(&config.jwt_secret),
+                current: Key::new(jwt),
                 previous: config.jwt_secret_previous.as_ref().map(Key::new),
-                csrf_key: config.csrf_secret.clone(),
+                csrf_key: csrf.clone(),
                 jwt_ttl: config.jwt_ttl,
                 csrf_ttl: config.csrf_ttl,
                 issuer: config.jwt_issuer.clone(),
                 audience: config.jwt_audience.clone(),
                 clock,
             }),
-        }
+        })
     }
 
     /// Signs an access token for `user_id` with the current key.
@@ -128,20 +138,26 @@ impl Sessions {
         header.kid = Some(i.current.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &i.current.encoding)
             .map_err(|_| ApiError::Internal("signing an access token failed".into()))?;
-        Ok(Issued { token, expires_in: i.jwt_ttl.as_secs() })
+        Ok(Issued {
+            token,
+            expires_in: i.jwt_ttl.as_secs(),
+        })
     }
 
     /// Verifies an access token and returns its claims.
     pub fn verify_access_token(&self, token: &str) -> Result<Claims, ApiError> {
         let i = &self.inner;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthorized("malformed token"))?;
         if header.alg != Algorithm::HS256 {
             return Err(ApiError::Unauthorized("unexpected algorithm"));
         }
         let key = match header.kid.as_deref() {
             Some(kid) if kid == i.current.kid => &i.current,
             Some(kid) if i.previous.as_ref().is_some_and(|p| p.kid == kid) => {
-                i.previous.as_ref().ok_or(ApiError::Unauthorized("unknown key"))?
+                i.previous
+                    .as_ref()
+                    .ok_or(ApiError::Unauthorized("unknown key"))?
             }
             _ => return Err(ApiError::Unauthorized("unknown key")),
         };
@@ -198,25 +214,40 @@ impl Sessions {
         let ttl = self.inner.csrf_ttl.as_secs();
         let expires = self.inner.clock.now_s() + ttl;
         let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
-        let tag = B64.encode(self.csrf_mac(user_id, expires, &nonce).finalize().into_bytes());
-        Issued { token: format!("v1.{expires}.{nonce}.{tag}"), expires_in: ttl }
+        let tag = B64.encode(
+            self.csrf_mac(user_id, expires, &nonce)
+                .finalize()
+                .into_bytes(),
+        );
+        Issued {
+            token: format!("v1.{expires}.{nonce}.{tag}"),
+            expires_in: ttl,
+        }
     }
 
     /// Verifies a CSRF token for `user_id`.
     pub fn verify_csrf(&self, token: &str, user_id: &str) -> Result<(), ApiError> {
         let bad = ApiError::Forbidden(ForbiddenKind::CsrfToken);
         let mut parts = token.split('.');
-        let (Some("v1"), Some(expires), Some(nonce), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(expires), Some(nonce), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad);
         };
-        let expires: u64 = expires.parse().map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
+        let expires: u64 = expires
+            .parse()
+            .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
         let now = self.inner.clock.now_s();
         if expires <= now || expires > now + self.inner.csrf_ttl.as_secs() + LEEWAY_SECS {
             return Err(bad);
         }
-        let tag = B64.decode(tag).map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
+        let tag = B64
+            .decode(tag)
+            .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
         self.csrf_mac(user_id, expires, nonce)
             .verify_slice(&tag)
             .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))
@@ -227,8 +258,15 @@ impl Sessions {
     /// An `Origin` on the allow-list passes the origin check; any other `Origin`, or
     /// `Sec-Fetch-Site: cross-site` or `same-site`, is refused; a request with neither header
     /// (a non-browser client) goes on to the token check, which every request must pass.
-    pub fn check_csrf(&self, headers: &HeaderMap, user_id: &str, cors: &Cors) -> Result<(), ApiError> {
-        let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("invalid"));
+    pub fn check_csrf(
+        &self,
+        headers: &HeaderMap,
+        user_id: &str,
+        cors: &Cors,
+    ) -> Result<(), ApiError> {
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("invalid"));
         let fetch_site = headers
             .get("sec-fetch-site")
             .map(|v| v.to_str().unwrap_or("invalid").to_ascii_lowercase());
@@ -270,14 +308,20 @@ mod tests {
 
     fn sessions(jwt: &str, previous: Option<&str>) -> (Sessions, ManualClock) {
         let clock = ManualClock::at_ms(T0);
-        (Sessions::new(&config(jwt, previous), Arc::new(clock.clone())), clock)
+        (
+            Sessions::new(&config(jwt, previous), Arc::new(clock.clone())).expect("sessions"),
+            clock,
+        )
     }
 
     const KEY: &str = "jwt-key-for-tests-0123456789abcdef";
 
     fn bearer(token: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).expect("h"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("h"),
+        );
         h
     }
 
@@ -299,16 +343,30 @@ mod tests {
         let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let alg_none = format!("{none_header}.{}.", parts[1]);
         let tampered_payload = B64.encode(
-            String::from_utf8(B64.decode(parts[1]).expect("b64")).expect("utf8").replace("\"u\"", "\"admin\""),
+            String::from_utf8(B64.decode(parts[1]).expect("b64"))
+                .expect("utf8")
+                .replace("\"u\"", "\"admin\""),
         );
         let tampered = format!("{}.{}.{}", parts[0], tampered_payload, parts[2]);
         let foreign = other.issue_access_token("u").expect("t").token;
-        for bad in [alg_none.as_str(), tampered.as_str(), foreign.as_str(), "abc", ""] {
-            assert!(matches!(s.authenticate(&bearer(bad)), Err(ApiError::Unauthorized(_))), "{bad}");
+        for bad in [
+            alg_none.as_str(),
+            tampered.as_str(),
+            foreign.as_str(),
+            "abc",
+            "",
+        ] {
+            assert!(
+                matches!(s.authenticate(&bearer(bad)), Err(ApiError::Unauthorized(_))),
+                "{bad}"
+            );
         }
         assert!(s.authenticate(&HeaderMap::new()).is_err());
         let mut basic = HeaderMap::new();
-        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dTpw"));
+        basic.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dTpw"),
+        );
         assert!(s.authenticate(&basic).is_err());
         clock.advance_ms(3601 * 1000 + LEEWAY_SECS * 1000);
         assert!(s.authenticate(&bearer(&good)).is_err(), "expired");
@@ -328,14 +386,21 @@ mod tests {
         };
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(s.inner.current.kid.clone());
-        let wrong_aud = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        let wrong_aud =
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes()))
+                .expect("e");
         assert!(s.verify_access_token(&wrong_aud).is_err());
         let mut h512 = Header::new(Algorithm::HS512);
         h512.kid = h.kid.clone();
-        let claims = Claims { aud: "flowbotz-clients".into(), ..claims };
-        let hs512 = jsonwebtoken::encode(&h512, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        let claims = Claims {
+            aud: "flowbotz-clients".into(),
+            ..claims
+        };
+        let hs512 = jsonwebtoken::encode(&h512, &claims, &EncodingKey::from_secret(KEY.as_bytes()))
+            .expect("e");
         assert!(s.verify_access_token(&hs512).is_err());
-        let ok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes())).expect("e");
+        let ok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes()))
+            .expect("e");
         assert!(s.verify_access_token(&ok).is_ok());
     }
 
@@ -347,7 +412,10 @@ mod tests {
         let (rotated, _) = sessions(new_key, Some(KEY));
         assert!(rotated.verify_access_token(&old_token).is_ok());
         let new_token = rotated.issue_access_token("u").expect("t").token;
-        assert!(old.verify_access_token(&new_token).is_err(), "old key alone no longer signs");
+        assert!(
+            old.verify_access_token(&new_token).is_err(),
+            "old key alone no longer signs"
+        );
         let (after, _) = sessions(new_key, None);
         assert!(after.verify_access_token(&old_token).is_err());
     }
@@ -379,8 +447,22 @@ mod tests {
             }
             h
         };
-        assert!(s.check_csrf(&with(&[("x-csrf-token", &token)]), "u", &cors).is_ok());
-        assert!(s.check_csrf(&with(&[("x-csrf-token", &token), ("origin", "http://localhost:3000"), ("sec-fetch-site", "cross-site")]), "u", &cors).is_ok());
+        assert!(
+            s.check_csrf(&with(&[("x-csrf-token", &token)]), "u", &cors)
+                .is_ok()
+        );
+        assert!(
+            s.check_csrf(
+                &with(&[
+                    ("x-csrf-token", &token),
+                    ("origin", "http://localhost:3000"),
+                    ("sec-fetch-site", "cross-site")
+                ]),
+                "u",
+                &cors
+            )
+            .is_ok()
+        );
         let refused = [
             with(&[("x-csrf-token", &token), ("origin", "https://evil.example")]),
             with(&[("x-csrf-token", &token), ("sec-fetch-site", "cross-site")]),
@@ -388,7 +470,10 @@ mod tests {
             with(&[("origin", "http://localhost:3000")]),
         ];
         for h in refused {
-            assert!(matches!(s.check_csrf(&h, "u", &cors), Err(ApiError::Forbidden(_))));
+            assert!(matches!(
+                s.check_csrf(&h, "u", &cors),
+                Err(ApiError::Forbidden(_))
+            ));
         }
     }
 }

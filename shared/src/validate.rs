@@ -27,7 +27,9 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::BadRequest("The request body is not valid UTF-8.".into()))?;
     if text.trim().is_empty() {
-        return Err(ApiError::BadRequest("A JSON request body is required.".into()));
+        return Err(ApiError::BadRequest(
+            "A JSON request body is required.".into(),
+        ));
     }
     if depth(text.as_bytes()) > MAX_DEPTH {
         return Err(ApiError::BadRequest(format!(
@@ -46,9 +48,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::BadRequest(format!("The request body is not valid JSON (line {}, column {}).", err.line(), err.column()))
-        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest(format!(
+            "The request body is not valid JSON (line {}, column {}).",
+            err.line(),
+            err.column()
+        )),
         Category::Data => {
             let msg = err.to_string();
             if let Some(name) = quoted(&msg, "unknown field `") {
@@ -58,7 +62,10 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
                 return ApiError::BadRequest(format!("Duplicate field `{}`.", join(path, &name)));
             }
             if let Some(name) = quoted(&msg, "missing field `") {
-                return ApiError::Validation(vec![FieldError::new(join(path, &name), "is required")]);
+                return ApiError::Validation(vec![FieldError::new(
+                    join(path, &name),
+                    "is required",
+                )]);
             }
             let message = if msg.starts_with("invalid type") {
                 let expected = msg
@@ -73,7 +80,11 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
             } else {
                 "has an invalid value".into()
             };
-            let field = if path == "." { "body".into() } else { path.to_string() };
+            let field = if path == "." {
+                "body".into()
+            } else {
+                path.to_string()
+            };
             ApiError::Validation(vec![FieldError::new(field, message)])
         }
     }
@@ -202,8 +213,14 @@ mod tests {
         assert_eq!(status(json(b"{\"email\":")), 400);
         assert_eq!(status(json(b"\xff\xfe")), 400);
         assert_eq!(status(json(b"")), 400);
-        assert_eq!(status(json(br#"{"email":"a@b.c","password":"x","admin":true}"#)), 400);
-        assert_eq!(status(json(br#"{"email":"a@b.c","email":"d@e.f","password":"x"}"#)), 400);
+        assert_eq!(
+            status(json(br#"{"email":"a@b.c","password":"x","admin":true}"#)),
+            400
+        );
+        assert_eq!(
+            status(json(br#"{"email":"a@b.c","email":"d@e.f","password":"x"}"#)),
+            400
+        );
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert_eq!(status(json(deep.as_bytes())), 400);
     }
@@ -211,13 +228,17 @@ mod tests {
     #[test]
     fn given_wrong_values_when_parsing_then_422_with_fields_and_no_echo() {
         let err = json::<Login>(br#"{"email":"nope","password":"shortpw"}"#).unwrap_err();
-        let ApiError::Validation(fields) = err else { panic!("422 expected") };
+        let ApiError::Validation(fields) = err else {
+            panic!("422 expected")
+        };
         assert_eq!(fields.len(), 2);
         assert!(!format!("{fields:?}").contains("shortpw"));
         let err = json::<Login>(br#"{"email":"a@b.example"}"#).unwrap_err();
         assert!(matches!(err, ApiError::Validation(ref f) if f[0].field == "password"));
         let err = json::<Payment>(br#"{"amount":"100"}"#).unwrap_err();
-        assert!(matches!(err, ApiError::Validation(ref f) if f[0].field == "amount" && f[0].message == "must be an integer"));
+        assert!(
+            matches!(err, ApiError::Validation(ref f) if f[0].field == "amount" && f[0].message == "must be an integer")
+        );
         let err = json::<Payment>(br#"{"amount":1.5}"#).unwrap_err();
         assert!(matches!(err, ApiError::Validation(ref f) if f[0].field == "amount"));
     }

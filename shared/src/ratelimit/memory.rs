@@ -38,7 +38,12 @@ impl RateLimitStore for MemoryStore {
         Ok(UpdateOutcome::Applied(next))
     }
 
-    async fn block(&self, keys: &[String], until_s: u64, _expires_at_s: u64) -> Result<(), StoreError> {
+    async fn block(
+        &self,
+        keys: &[String],
+        until_s: u64,
+        _expires_at_s: u64,
+    ) -> Result<(), StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         for key in keys {

@@ -75,7 +75,12 @@ pub trait RateLimitStore: Send + Sync {
 
     /// Marks every item in `keys` blocked until `until_s` (epoch seconds), creating missing
     /// ones; the items may expire at `expires_at_s`.
-    async fn block(&self, keys: &[String], until_s: u64, expires_at_s: u64) -> Result<(), StoreError>;
+    async fn block(
+        &self,
+        keys: &[String],
+        until_s: u64,
+        expires_at_s: u64,
+    ) -> Result<(), StoreError>;
 
     /// Requests sent to the backing service so far (for benchmarks and tests).
     fn requests(&self) -> u64;
@@ -129,7 +134,9 @@ pub struct Decision {
 
 impl Decision {
     fn smallest_remaining(&self) -> Option<&WindowStatus> {
-        self.windows.iter().min_by_key(|w| (w.remaining, std::cmp::Reverse(w.reset_secs)))
+        self.windows
+            .iter()
+            .min_by_key(|w| (w.remaining, std::cmp::Reverse(w.reset_secs)))
     }
 
     /// Of two decisions (per IP and per user), the one a client should heed.
@@ -140,7 +147,9 @@ impl Decision {
             Verdict::Admitted => 0,
         };
         let rem = |d: &Decision| d.smallest_remaining().map_or(u32::MAX, |w| w.remaining);
-        if (rank(&other), std::cmp::Reverse(rem(&other))) > (rank(&self), std::cmp::Reverse(rem(&self))) {
+        if (rank(&other), std::cmp::Reverse(rem(&other)))
+            > (rank(&self), std::cmp::Reverse(rem(&self)))
+        {
             other
         } else {
             self
@@ -190,7 +199,9 @@ pub struct RateLimiter {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("block", &self.block).finish_non_exhaustive()
+        f.debug_struct("RateLimiter")
+            .field("block", &self.block)
+            .finish_non_exhaustive()
     }
 }
 
@@ -199,8 +210,22 @@ pub type CheckError = StoreError;
 
 fn specs(limits: RateLimit) -> [Option<(&'static str, WindowSpec)>; SLOTS] {
     [
-        Some(("minute", WindowSpec { limit: limits.per_minute, window_ms: 60_000 })),
-        limits.burst.map(|b| ("burst", WindowSpec { limit: b, window_ms: 10_000 })),
+        Some((
+            "minute",
+            WindowSpec {
+                limit: limits.per_minute,
+                window_ms: 60_000,
+            },
+        )),
+        limits.burst.map(|b| {
+            (
+                "burst",
+                WindowSpec {
+                    limit: b,
+                    window_ms: 10_000,
+                },
+            )
+        }),
     ]
 }
 
@@ -282,8 +307,18 @@ impl RateLimiter {
         }
         let key = Self::key(policy, subject);
         let specs = specs(limits);
-        let mut belief = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
-        let longest = specs.iter().flatten().map(|(_, s)| s.window_ms).max().unwrap_or(60_000);
+        let mut belief = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let longest = specs
+            .iter()
+            .flatten()
+            .map(|(_, s)| s.window_ms)
+            .max()
+            .unwrap_or(60_000);
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
             let mut steps = [None; SLOTS];
@@ -310,11 +345,20 @@ impl RateLimiter {
                     return Ok(self.decision(Verdict::Admitted, Some(item), limits, 0));
                 }
                 UpdateOutcome::ConditionFailed(item) => {
-                    if let (Subject::Ip(ip), Some(until)) = (subject, item.and_then(|i| i.blocked_until_s))
+                    if let (Subject::Ip(ip), Some(until)) =
+                        (subject, item.and_then(|i| i.blocked_until_s))
                         && until > now / 1000
                     {
-                        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(ip.to_string(), until);
-                        return Ok(self.decision(Verdict::Blocked, item, limits, until - now / 1000));
+                        self.blocked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(ip.to_string(), until);
+                        return Ok(self.decision(
+                            Verdict::Blocked,
+                            item,
+                            limits,
+                            until - now / 1000,
+                        ));
                     }
                     belief = item;
                     if let Some(i) = item {
@@ -344,7 +388,11 @@ impl RateLimiter {
                 name,
                 limit: spec.limit,
                 window_secs: spec.window_ms / 1000,
-                remaining: if verdict == Verdict::Blocked { 0 } else { window::remaining(stored, *spec, now) },
+                remaining: if verdict == Verdict::Blocked {
+                    0
+                } else {
+                    window::remaining(stored, *spec, now)
+                },
                 reset_secs: (index_end - now).div_ceil(1000),
             });
             if verdict == Verdict::Limited {
@@ -356,7 +404,11 @@ impl RateLimiter {
             Verdict::Limited => wait.div_ceil(1000).max(1),
             Verdict::Blocked => block_secs.max(1),
         };
-        Decision { verdict, windows, retry_after_secs }
+        Decision {
+            verdict,
+            windows,
+            retry_after_secs,
+        }
     }
 
     /// Records a rate-limit violation by `ip`; when it is the one that reaches the block
@@ -368,7 +420,12 @@ impl RateLimiter {
             window_ms: self.block.window.as_millis() as u64,
         };
         let key = format!("violations#{ip}");
-        let mut belief = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+        let mut belief = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
         let mut reached = true;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.clock.now_ms();
@@ -395,9 +452,17 @@ impl RateLimiter {
         let now = self.clock.now_s();
         let secs = self.block.duration.as_secs();
         let until = now + secs;
-        let keys: Vec<String> = self.policies.iter().map(|p| Self::key(p, Subject::Ip(ip))).collect();
-        self.call(self.store.block(&keys, until, until + 60)).await?;
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(ip.to_string(), until);
+        let keys: Vec<String> = self
+            .policies
+            .iter()
+            .map(|p| Self::key(p, Subject::Ip(ip)))
+            .collect();
+        self.call(self.store.block(&keys, until, until + 60))
+            .await?;
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip.to_string(), until);
         Ok(Some(secs))
     }
 }

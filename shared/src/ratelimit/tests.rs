@@ -6,7 +6,10 @@ use super::*;
 use crate::clock::ManualClock;
 
 const T0: u64 = 1_700_000_040_000; // a whole minute
-const LOGIN: RateLimit = RateLimit { per_minute: 5, burst: Some(3) };
+const LOGIN: RateLimit = RateLimit {
+    per_minute: 5,
+    burst: Some(3),
+};
 
 fn limiter() -> (RateLimiter, ManualClock, Arc<MemoryStore>) {
     let clock = ManualClock::at_ms(T0);
@@ -16,14 +19,25 @@ fn limiter() -> (RateLimiter, ManualClock, Arc<MemoryStore>) {
         window: Duration::from_secs(600),
         duration: Duration::from_secs(900),
     };
-    let l = RateLimiter::new(store.clone(), Arc::new(clock.clone()), block, ["login", "health"], Duration::from_secs(1));
+    let l = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["login", "health"],
+        Duration::from_secs(1),
+    );
     (l, clock, store)
 }
 
 async fn verdicts(l: &RateLimiter, n: usize, limits: RateLimit) -> Vec<Verdict> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(l.check("login", Subject::Ip("1.2.3.4"), limits).await.expect("check").verdict);
+        out.push(
+            l.check("login", Subject::Ip("1.2.3.4"), limits)
+                .await
+                .expect("check")
+                .verdict,
+        );
     }
     out
 }
@@ -32,7 +46,15 @@ async fn verdicts(l: &RateLimiter, n: usize, limits: RateLimit) -> Vec<Verdict> 
 async fn given_burst_3_per_10s_when_4_requests_at_once_then_4th_is_limited() {
     let (l, _, _) = limiter();
     let v = verdicts(&l, 4, LOGIN).await;
-    assert_eq!(v, [Verdict::Admitted, Verdict::Admitted, Verdict::Admitted, Verdict::Limited]);
+    assert_eq!(
+        v,
+        [
+            Verdict::Admitted,
+            Verdict::Admitted,
+            Verdict::Admitted,
+            Verdict::Limited
+        ]
+    );
 }
 
 #[tokio::test]
@@ -42,9 +64,16 @@ async fn given_burst_window_rolls_when_minute_is_full_then_6th_is_limited() {
     clock.advance_ms(20_000);
     assert_eq!(verdicts(&l, 2, LOGIN).await, [Verdict::Admitted; 2]);
     clock.advance_ms(20_000);
-    let d = l.check("login", Subject::Ip("1.2.3.4"), LOGIN).await.expect("check");
+    let d = l
+        .check("login", Subject::Ip("1.2.3.4"), LOGIN)
+        .await
+        .expect("check");
     assert_eq!(d.verdict, Verdict::Limited);
-    assert!(d.retry_after_secs >= 1 && d.retry_after_secs <= 120, "{}", d.retry_after_secs);
+    assert!(
+        d.retry_after_secs >= 1 && d.retry_after_secs <= 120,
+        "{}",
+        d.retry_after_secs
+    );
     clock.advance_ms(d.retry_after_secs * 1000);
     assert_eq!(verdicts(&l, 1, LOGIN).await, [Verdict::Admitted]);
 }
@@ -52,44 +81,107 @@ async fn given_burst_window_rolls_when_minute_is_full_then_6th_is_limited() {
 #[tokio::test]
 async fn given_other_ip_or_user_when_checking_then_counts_are_separate() {
     let (l, _, _) = limiter();
-    let limits = RateLimit { per_minute: 1, burst: None };
-    assert_eq!(l.check("login", Subject::Ip("1.1.1.1"), limits).await.expect("c").verdict, Verdict::Admitted);
-    assert_eq!(l.check("login", Subject::Ip("1.1.1.1"), limits).await.expect("c").verdict, Verdict::Limited);
-    assert_eq!(l.check("login", Subject::Ip("2.2.2.2"), limits).await.expect("c").verdict, Verdict::Admitted);
-    assert_eq!(l.check("login", Subject::User("1.1.1.1"), limits).await.expect("c").verdict, Verdict::Admitted);
+    let limits = RateLimit {
+        per_minute: 1,
+        burst: None,
+    };
+    assert_eq!(
+        l.check("login", Subject::Ip("1.1.1.1"), limits)
+            .await
+            .expect("c")
+            .verdict,
+        Verdict::Admitted
+    );
+    assert_eq!(
+        l.check("login", Subject::Ip("1.1.1.1"), limits)
+            .await
+            .expect("c")
+            .verdict,
+        Verdict::Limited
+    );
+    assert_eq!(
+        l.check("login", Subject::Ip("2.2.2.2"), limits)
+            .await
+            .expect("c")
+            .verdict,
+        Verdict::Admitted
+    );
+    assert_eq!(
+        l.check("login", Subject::User("1.1.1.1"), limits)
+            .await
+            .expect("c")
+            .verdict,
+        Verdict::Admitted
+    );
 }
 
 #[tokio::test]
 async fn given_ten_violations_when_checking_then_ip_is_blocked_everywhere_until_it_ends() {
     let (l, clock, _) = limiter();
-    let limits = RateLimit { per_minute: 1, burst: None };
-    l.check("login", Subject::Ip("6.6.6.6"), limits).await.expect("c");
+    let limits = RateLimit {
+        per_minute: 1,
+        burst: None,
+    };
+    l.check("login", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
     let mut blocked_at = None;
     for i in 1..=10 {
-        let d = l.check("login", Subject::Ip("6.6.6.6"), limits).await.expect("c");
+        let d = l
+            .check("login", Subject::Ip("6.6.6.6"), limits)
+            .await
+            .expect("c");
         assert_eq!(d.verdict, Verdict::Limited);
         if let Some(secs) = l.record_violation("6.6.6.6").await.expect("v") {
             blocked_at = Some((i, secs));
         }
     }
     assert_eq!(blocked_at, Some((10, 900)));
-    let d = l.check("health", Subject::Ip("6.6.6.6"), limits).await.expect("c");
+    let d = l
+        .check("health", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
     assert_eq!(d.verdict, Verdict::Blocked);
     assert_eq!(d.retry_after_secs, 900);
     clock.advance_ms(901_000);
-    let d = l.check("health", Subject::Ip("6.6.6.6"), limits).await.expect("c");
+    let d = l
+        .check("health", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
     assert_eq!(d.verdict, Verdict::Admitted);
 }
 
 #[tokio::test]
 async fn given_a_block_written_by_another_instance_when_checking_then_refused() {
     let (a, clock, store) = limiter();
-    let block = BlockPolicy { violations: 1, window: Duration::from_secs(600), duration: Duration::from_secs(60) };
-    let b = RateLimiter::new(store.clone(), Arc::new(clock.clone()), block, ["login", "health"], Duration::from_secs(1));
-    let limits = RateLimit { per_minute: 100, burst: None };
-    assert_eq!(a.check("health", Subject::Ip("7.7.7.7"), limits).await.expect("c").verdict, Verdict::Admitted);
+    let block = BlockPolicy {
+        violations: 1,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(60),
+    };
+    let b = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["login", "health"],
+        Duration::from_secs(1),
+    );
+    let limits = RateLimit {
+        per_minute: 100,
+        burst: None,
+    };
+    assert_eq!(
+        a.check("health", Subject::Ip("7.7.7.7"), limits)
+            .await
+            .expect("c")
+            .verdict,
+        Verdict::Admitted
+    );
     assert_eq!(b.record_violation("7.7.7.7").await.expect("v"), Some(60));
-    let d = a.check("health", Subject::Ip("7.7.7.7"), limits).await.expect("c");
+    let d = a
+        .check("health", Subject::Ip("7.7.7.7"), limits)
+        .await
+        .expect("c");
     assert_eq!(d.verdict, Verdict::Blocked);
     assert_eq!(d.retry_after_secs, 60);
 }
@@ -97,12 +189,19 @@ async fn given_a_block_written_by_another_instance_when_checking_then_refused() 
 #[tokio::test]
 async fn given_steady_state_when_checking_then_one_store_request_per_check() {
     let (l, clock, store) = limiter();
-    let limits = RateLimit { per_minute: 1000, burst: Some(1000) };
-    l.check("health", Subject::Ip("9.9.9.9"), limits).await.expect("c");
+    let limits = RateLimit {
+        per_minute: 1000,
+        burst: Some(1000),
+    };
+    l.check("health", Subject::Ip("9.9.9.9"), limits)
+        .await
+        .expect("c");
     let before = store.requests();
     for _ in 0..5 {
         clock.advance_ms(100);
-        l.check("health", Subject::Ip("9.9.9.9"), limits).await.expect("c");
+        l.check("health", Subject::Ip("9.9.9.9"), limits)
+            .await
+            .expect("c");
     }
     assert_eq!(store.requests() - before, 5);
 }
@@ -110,12 +209,26 @@ async fn given_steady_state_when_checking_then_one_store_request_per_check() {
 #[tokio::test]
 async fn given_two_instances_when_racing_then_the_total_admitted_is_the_limit() {
     let (a, clock, store) = limiter();
-    let b = RateLimiter::new(store.clone(), Arc::new(clock.clone()), a.block, ["login"], Duration::from_secs(1));
-    let limits = RateLimit { per_minute: 5, burst: None };
+    let b = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        a.block,
+        ["login"],
+        Duration::from_secs(1),
+    );
+    let limits = RateLimit {
+        per_minute: 5,
+        burst: None,
+    };
     let mut admitted = 0;
     for i in 0..20 {
         let l = if i % 2 == 0 { &a } else { &b };
-        if l.check("login", Subject::Ip("5.5.5.5"), limits).await.expect("c").verdict == Verdict::Admitted {
+        if l.check("login", Subject::Ip("5.5.5.5"), limits)
+            .await
+            .expect("c")
+            .verdict
+            == Verdict::Admitted
+        {
             admitted += 1;
         }
     }
@@ -127,14 +240,29 @@ fn given_a_decision_when_writing_headers_then_draft_syntax_is_used() {
     let d = Decision {
         verdict: Verdict::Admitted,
         windows: vec![
-            WindowStatus { name: "minute", limit: 5, window_secs: 60, remaining: 2, reset_secs: 41 },
-            WindowStatus { name: "burst", limit: 3, window_secs: 10, remaining: 1, reset_secs: 7 },
+            WindowStatus {
+                name: "minute",
+                limit: 5,
+                window_secs: 60,
+                remaining: 2,
+                reset_secs: 41,
+            },
+            WindowStatus {
+                name: "burst",
+                limit: 3,
+                window_secs: 10,
+                remaining: 1,
+                reset_secs: 7,
+            },
         ],
         retry_after_secs: 0,
     };
     let mut h = HeaderMap::new();
     d.write_headers(&mut h);
-    assert_eq!(h["ratelimit-policy"], "\"minute\";q=5;w=60, \"burst\";q=3;w=10");
+    assert_eq!(
+        h["ratelimit-policy"],
+        "\"minute\";q=5;w=60, \"burst\";q=3;w=10"
+    );
     assert_eq!(h["ratelimit"], "\"minute\";r=2;t=41, \"burst\";r=1;t=7");
     assert_eq!(h["x-ratelimit-limit"], "5");
     assert_eq!(h["x-ratelimit-remaining"], "1");

@@ -90,12 +90,20 @@ impl Step {
     /// Whether the stored window satisfies this step's condition.
     pub fn holds(&self, stored: Option<Window>) -> bool {
         match (*self, stored) {
-            (Self::Increment { index, previous, below }, Some(w)) => {
-                w.index == index && w.previous == previous && w.current < below
-            }
-            (Self::Roll { from, max_current, .. }, Some(w)) => {
-                w.index == from && w.current <= max_current
-            }
+            (
+                Self::Increment {
+                    index,
+                    previous,
+                    below,
+                },
+                Some(w),
+            ) => w.index == index && w.previous == previous && w.current < below,
+            (
+                Self::Roll {
+                    from, max_current, ..
+                },
+                Some(w),
+            ) => w.index == from && w.current <= max_current,
             (Self::Start { .. }, None) => true,
             (Self::Start { before, .. }, Some(w)) => w.index < before,
             _ => false,
@@ -107,14 +115,21 @@ impl Step {
         match *self {
             Self::Increment { .. } => {
                 let w = stored.unwrap_or_default();
-                Window { current: w.current + 1, ..w }
+                Window {
+                    current: w.current + 1,
+                    ..w
+                }
             }
             Self::Roll { index, .. } => Window {
                 index,
                 current: 1,
                 previous: stored.map_or(0, |w| w.current),
             },
-            Self::Start { index, .. } => Window { index, current: 1, previous: 0 },
+            Self::Start { index, .. } => Window {
+                index,
+                current: 1,
+                previous: 0,
+            },
         }
     }
 }
@@ -152,15 +167,25 @@ pub fn at(stored: Option<Window>, spec: WindowSpec, now_ms: u64) -> Window {
     let index = now_ms / spec.window_ms;
     match stored {
         Some(w) if w.index >= index => w,
-        Some(w) if w.index + 1 == index => Window { index, current: 0, previous: w.current },
-        _ => Window { index, current: 0, previous: 0 },
+        Some(w) if w.index + 1 == index => Window {
+            index,
+            current: 0,
+            previous: w.current,
+        },
+        _ => Window {
+            index,
+            current: 0,
+            previous: 0,
+        },
     }
 }
 
 /// The sliding-window estimate of admitted requests at `now_ms`.
 pub fn estimate(stored: Option<Window>, spec: WindowSpec, now_ms: u64) -> u64 {
     let w = at(stored, spec, now_ms);
-    let elapsed = now_ms.saturating_sub(w.index * spec.window_ms).min(spec.window_ms - 1);
+    let elapsed = now_ms
+        .saturating_sub(w.index * spec.window_ms)
+        .min(spec.window_ms - 1);
     u64::from(w.current) + weighted(w.previous, spec, elapsed)
 }
 
@@ -216,11 +241,19 @@ pub fn plan(belief: Option<Window>, spec: WindowSpec, now_ms: u64) -> Option<Ste
             })
         }
         Some(w) if w.index + 1 == index => {
-            let max_current = (u64::from(spec.limit) * spec.window_ms - 1) / (spec.window_ms - elapsed);
+            let max_current =
+                (u64::from(spec.limit) * spec.window_ms - 1) / (spec.window_ms - elapsed);
             let max_current = max_current.min(u64::from(u32::MAX - 1)) as u32;
-            (w.current <= max_current).then_some(Step::Roll { from: w.index, index, max_current })
+            (w.current <= max_current).then_some(Step::Roll {
+                from: w.index,
+                index,
+                max_current,
+            })
         }
-        _ => Some(Step::Start { before: index.saturating_sub(1), index }),
+        _ => Some(Step::Start {
+            before: index.saturating_sub(1),
+            index,
+        }),
     }
 }
 
@@ -228,14 +261,26 @@ pub fn plan(belief: Option<Window>, spec: WindowSpec, now_ms: u64) -> Option<Ste
 mod tests {
     use super::*;
 
-    const MIN: WindowSpec = WindowSpec { limit: 5, window_ms: 60_000 };
+    const MIN: WindowSpec = WindowSpec {
+        limit: 5,
+        window_ms: 60_000,
+    };
     const T0: u64 = 1_000 * 60_000;
 
     fn run(item: &mut Option<CounterItem>, now: u64) -> bool {
         let belief = item.and_then(|i| i.windows[0]);
-        let Some(step) = plan(belief, MIN, now) else { return false };
-        let update = CounterUpdate { steps: [Some(step), None], now_s: now / 1000, expires_at_s: 0 };
-        assert!(update.holds(item.as_ref()), "a plan from the true state must hold");
+        let Some(step) = plan(belief, MIN, now) else {
+            return false;
+        };
+        let update = CounterUpdate {
+            steps: [Some(step), None],
+            now_s: now / 1000,
+            expires_at_s: 0,
+        };
+        assert!(
+            update.holds(item.as_ref()),
+            "a plan from the true state must hold"
+        );
         *item = Some(update.apply(item.as_ref()));
         true
     }
@@ -258,16 +303,31 @@ mod tests {
         for prev in 0..8u32 {
             for cur in 0..8u32 {
                 for elapsed in [0u64, 1, 15_000, 59_999] {
-                    let stored = Window { index: 1000, current: cur, previous: prev };
+                    let stored = Window {
+                        index: 1000,
+                        current: cur,
+                        previous: prev,
+                    };
                     let now = 1000 * 60_000 + elapsed;
                     let should = admits(Some(stored), MIN, now);
                     let step = plan(Some(stored), MIN, now);
-                    assert_eq!(step.is_some() && step.is_some_and(|s| s.holds(Some(stored))), should);
+                    assert_eq!(
+                        step.is_some() && step.is_some_and(|s| s.holds(Some(stored))),
+                        should
+                    );
                     // Rolling from the previous window.
-                    let old = Window { index: 999, current: cur, previous: prev };
+                    let old = Window {
+                        index: 999,
+                        current: cur,
+                        previous: prev,
+                    };
                     let should = admits(Some(old), MIN, now);
                     let step = plan(Some(old), MIN, now);
-                    assert_eq!(step.is_some_and(|s| s.holds(Some(old))), should, "roll {cur} {elapsed}");
+                    assert_eq!(
+                        step.is_some_and(|s| s.holds(Some(old))),
+                        should,
+                        "roll {cur} {elapsed}"
+                    );
                 }
             }
         }
@@ -275,29 +335,60 @@ mod tests {
 
     #[test]
     fn given_a_stale_belief_when_applying_then_condition_fails() {
-        let stored = Window { index: 1000, current: 2, previous: 4 };
+        let stored = Window {
+            index: 1000,
+            current: 2,
+            previous: 4,
+        };
         let step = plan(None, MIN, 1000 * 60_000).expect("start");
         assert!(!step.holds(Some(stored)));
-        let step = plan(Some(Window { index: 1000, current: 0, previous: 0 }), MIN, 1000 * 60_000)
-            .expect("increment");
+        let step = plan(
+            Some(Window {
+                index: 1000,
+                current: 0,
+                previous: 0,
+            }),
+            MIN,
+            1000 * 60_000,
+        )
+        .expect("increment");
         assert!(!step.holds(Some(stored)), "wrong previous must not hold");
     }
 
     #[test]
     fn given_a_block_when_updating_then_condition_fails_until_it_ends() {
-        let item = CounterItem { windows: [None, None], blocked_until_s: Some(100) };
+        let item = CounterItem {
+            windows: [None, None],
+            blocked_until_s: Some(100),
+        };
         let update = CounterUpdate {
-            steps: [Some(Step::Start { before: 0, index: 1 }), None],
+            steps: [
+                Some(Step::Start {
+                    before: 0,
+                    index: 1,
+                }),
+                None,
+            ],
             now_s: 99,
             expires_at_s: 0,
         };
         assert!(!update.holds(Some(&item)));
-        assert!(CounterUpdate { now_s: 100, ..update }.holds(Some(&item)));
+        assert!(
+            CounterUpdate {
+                now_s: 100,
+                ..update
+            }
+            .holds(Some(&item))
+        );
     }
 
     #[test]
     fn given_a_full_window_when_asking_wait_then_it_is_the_first_admitting_second() {
-        let stored = Some(Window { index: 1000, current: 5, previous: 0 });
+        let stored = Some(Window {
+            index: 1000,
+            current: 5,
+            previous: 0,
+        });
         let now = 1000 * 60_000 + 10_000;
         let wait = wait_ms(stored, MIN, now);
         assert!(admits(stored, MIN, now + wait));

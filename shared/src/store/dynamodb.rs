@@ -58,7 +58,11 @@ pub struct DynamoRateLimitStore {
 impl DynamoRateLimitStore {
     /// A store on `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), requests: AtomicU64::new(0) }
+        Self {
+            client,
+            table: table.into(),
+            requests: AtomicU64::new(0),
+        }
     }
 }
 
@@ -67,11 +71,22 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn names(slot: usize) -> [String; 3] {
-    [format!("w{slot}i"), format!("w{slot}c"), format!("w{slot}p")]
+    [
+        format!("w{slot}i"),
+        format!("w{slot}c"),
+        format!("w{slot}p"),
+    ]
 }
 
 /// The expressions of one update: (update, condition, names, values).
-fn expressions(update: &CounterUpdate) -> (String, String, HashMap<String, String>, HashMap<String, AttributeValue>) {
+fn expressions(
+    update: &CounterUpdate,
+) -> (
+    String,
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+) {
     let mut sets = vec!["#ttl = :ttl".to_string()];
     let mut conds = vec!["(attribute_not_exists(#blk) OR #blk <= :now)".to_string()];
     let mut names_map = HashMap::from([
@@ -86,19 +101,33 @@ fn expressions(update: &CounterUpdate) -> (String, String, HashMap<String, Strin
     for (slot, step) in update.steps.iter().enumerate() {
         let Some(step) = step else { continue };
         let [wi, wc, wp] = names(slot);
-        let (i, c, p) = (format!("#i{slot}"), format!("#c{slot}"), format!("#p{slot}"));
+        let (i, c, p) = (
+            format!("#i{slot}"),
+            format!("#c{slot}"),
+            format!("#p{slot}"),
+        );
         names_map.insert(i.clone(), wi);
         names_map.insert(c.clone(), wc);
         names_map.insert(p.clone(), wp);
         match *step {
-            Step::Increment { index, previous, below } => {
+            Step::Increment {
+                index,
+                previous,
+                below,
+            } => {
                 sets.push(format!("{c} = {c} + :one"));
-                conds.push(format!("{i} = :idx{slot} AND {p} = :prev{slot} AND {c} < :below{slot}"));
+                conds.push(format!(
+                    "{i} = :idx{slot} AND {p} = :prev{slot} AND {c} < :below{slot}"
+                ));
                 values.insert(format!(":idx{slot}"), n(index));
                 values.insert(format!(":prev{slot}"), n(previous));
                 values.insert(format!(":below{slot}"), n(below));
             }
-            Step::Roll { from, index, max_current } => {
+            Step::Roll {
+                from,
+                index,
+                max_current,
+            } => {
                 sets.push(format!("{p} = {c}, {c} = :one, {i} = :idx{slot}"));
                 conds.push(format!("{i} = :from{slot} AND {c} <= :max{slot}"));
                 values.insert(format!(":idx{slot}"), n(index));
@@ -107,14 +136,21 @@ fn expressions(update: &CounterUpdate) -> (String, String, HashMap<String, Strin
             }
             Step::Start { before, index } => {
                 sets.push(format!("{p} = :zero, {c} = :one, {i} = :idx{slot}"));
-                conds.push(format!("(attribute_not_exists({i}) OR {i} < :before{slot})"));
+                conds.push(format!(
+                    "(attribute_not_exists({i}) OR {i} < :before{slot})"
+                ));
                 values.insert(format!(":idx{slot}"), n(index));
                 values.insert(format!(":before{slot}"), n(before));
                 values.insert(":zero".to_string(), n(0));
             }
         }
     }
-    (format!("SET {}", sets.join(", ")), conds.join(" AND "), names_map, values)
+    (
+        format!("SET {}", sets.join(", ")),
+        conds.join(" AND "),
+        names_map,
+        values,
+    )
 }
 
 fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
@@ -123,7 +159,10 @@ fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
 
 /// Reads a counter item from DynamoDB attributes.
 fn from_item(item: &HashMap<String, AttributeValue>) -> CounterItem {
-    let mut out = CounterItem { blocked_until_s: num(item, BLOCKED), ..Default::default() };
+    let mut out = CounterItem {
+        blocked_until_s: num(item, BLOCKED),
+        ..Default::default()
+    };
     for slot in 0..SLOTS {
         let [wi, wc, wp] = names(slot);
         if let Some(index) = num(item, &wi) {
@@ -137,7 +176,9 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> CounterItem {
     out
 }
 
-fn unavailable<E: std::error::Error + 'static>(err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError {
+fn unavailable<E: std::error::Error + 'static>(
+    err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError {
     match err {
         SdkError::TimeoutError(_) => StoreError::Timeout,
         other => StoreError::Unavailable(DisplayErrorContext(other).to_string()),
@@ -163,8 +204,12 @@ impl RateLimitStore for DynamoRateLimitStore {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(UpdateOutcome::Applied(out.attributes().map(from_item).unwrap_or_default())),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+            Ok(out) => Ok(UpdateOutcome::Applied(
+                out.attributes().map(from_item).unwrap_or_default(),
+            )),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
                 let item = match e.err() {
                     UpdateItemError::ConditionalCheckFailedException(c) => c.item().map(from_item),
                     _ => None,
@@ -175,7 +220,12 @@ impl RateLimitStore for DynamoRateLimitStore {
         }
     }
 
-    async fn block(&self, keys: &[String], until_s: u64, expires_at_s: u64) -> Result<(), StoreError> {
+    async fn block(
+        &self,
+        keys: &[String],
+        until_s: u64,
+        expires_at_s: u64,
+    ) -> Result<(), StoreError> {
         let mut items = Vec::with_capacity(keys.len());
         for key in keys {
             let update = Update::builder()

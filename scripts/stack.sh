@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The local stack: moto_server (DynamoDB), the tables from template.yaml, and every function
+# behind `cargo lambda watch`.
+#
+#   scripts/stack.sh run     serve in the foreground until Ctrl-C (make run)
+#   scripts/stack.sh start   start in the background and wait until ready (make test)
+#   scripts/stack.sh stop    stop what `start` started
+#
+# API_PORT (default 9000) and MOTO_PORT (default 5005) choose the ports; EXTRA_ENV names a
+# file of KEY=VALUE lines added to the functions' environment (tests raise limits this way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+API_PORT=${API_PORT:-9000}
+MOTO_PORT=${MOTO_PORT:-5005}
+RUN_DIR=$ROOT/.run/$API_PORT
+mkdir -p "$RUN_DIR"
+
+log() { printf '==> %s\n' "$*"; }
+
+secrets() {
+  if [ ! -f .env ]; then
+    log "generating development secrets into .env"
+    umask 077
+    {
+      echo "# Development secrets, generated once; never accepted in staging or production."
+      echo "JWT_SECRET_KEY=dev-only-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      echo "CSRF_SECRET_KEY=dev-only-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      echo "STRIPE_WEBHOOK_SECRET=whsec_dev_only_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    } > .env
+  fi
+}
+
+lambda_env() {
+  local f=$RUN_DIR/lambda.env
+  {
+    grep -v '^#' config/local.env
+    grep -v '^#' .env
+    echo "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT"
+    if [ -n "${EXTRA_ENV:-}" ]; then grep -v '^#' "$EXTRA_ENV"; fi
+  } | grep -v '^\s*$' > "$f"
+  echo "$f"
+}
+
+wait_http() { # url seconds
+  local url=$1 deadline=$((SECONDS + $2))
+  until curl -s -o /dev/null "$url"; do
+    if [ $SECONDS -ge $deadline ]; then echo "timed out waiting for $url" >&2; return 1; fi
+    sleep 0.3
+  done
+}
+
+start_moto() {
+  log "starting moto_server (DynamoDB) on 127.0.0.1:$MOTO_PORT"
+  .venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN_DIR/moto.log" 2>&1 &
+  echo $! > "$RUN_DIR/moto.pid"
+  wait_http "http://127.0.0.1:$MOTO_PORT/moto-api/" 30
+  log "creating tables from template.yaml"
+  set -a; . config/local.env; set +a
+  AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_tables.py template.yaml
+}
+
+build() {
+  log "building every function"
+  cargo build --workspace --bins --quiet
+}
+
+start_watch() { # foreground|background
+  local envfile
+  envfile=$(lambda_env)
+  log "starting cargo lambda watch on http://127.0.0.1:$API_PORT"
+  local cmd=(.venv/bin/cargo-lambda lambda watch --disable-cors -A 127.0.0.1 -P "$API_PORT" --env-file "$envfile" --ignore-changes)
+  if [ "$1" = background ]; then
+    "${cmd[@]}" > "$RUN_DIR/watch.log" 2>&1 &
+    echo $! > "$RUN_DIR/watch.pid"
+  else
+    "${cmd[@]}" &
+    echo $! > "$RUN_DIR/watch.pid"
+  fi
+  wait_http "http://127.0.0.1:$API_PORT/api/health" 120
+}
+
+stop() {
+  for name in watch moto; do
+    local pidfile=$RUN_DIR/$name.pid
+    if [ -f "$pidfile" ]; then
+      local pid
+      pid=$(cat "$pidfile")
+      pkill -TERM -P "$pid" 2>/dev/null || true
+      kill -TERM "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
+    fi
+  done
+}
+
+banner() {
+  cat <<MSG
+
+FlowBotz API on http://127.0.0.1:$API_PORT  (DynamoDB: moto on 127.0.0.1:$MOTO_PORT)
+Routes:
+$(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^/  /')
+Try:
+  curl -i http://127.0.0.1:$API_PORT/api/health
+Stop with Ctrl-C.
+MSG
+}
+
+case "${1:-}" in
+  run)
+    scripts/venv.sh
+    secrets
+    trap 'stop' EXIT
+    trap 'exit 130' INT TERM
+    stop
+    start_moto
+    build
+    start_watch foreground
+    banner
+    wait
+    ;;
+  start)
+    scripts/venv.sh
+    secrets
+    stop
+    start_moto
+    build
+    start_watch background
+    log "stack ready on http://127.0.0.1:$API_PORT"
+    ;;
+  stop)
+    stop
+    ;;
+  *)
+    echo "usage: $0 run|start|stop" >&2
+    exit 2
+    ;;
+esac
