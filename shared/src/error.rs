@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Missing or invalid credentials; the reason is for the log only.
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    /// Login with an unknown email or a wrong password (one answer for both).
+    #[error("invalid credentials")]
+    InvalidCredentials,
     /// Refused by CSRF or origin protection.
     #[error("forbidden: {0:?}")]
     Forbidden(ForbiddenKind),
@@ -137,7 +140,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::MaliciousInput(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::IpBlocked { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -160,6 +163,7 @@ impl ApiError {
             Self::BadRequest(_) => "malformed-request",
             Self::MaliciousInput(_) => "malicious-input",
             Self::Unauthorized(_) => "unauthorized",
+            Self::InvalidCredentials => "invalid-credentials",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf-token-invalid",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "cross-origin-request",
             Self::IpBlocked { .. } => "ip-blocked",
@@ -182,6 +186,7 @@ impl ApiError {
             Self::BadRequest(_) => "Malformed request",
             Self::MaliciousInput(_) => "Request rejected",
             Self::Unauthorized(_) => "Authentication required",
+            Self::InvalidCredentials => "Invalid credentials",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "CSRF token missing or invalid",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "Cross-origin request refused",
             Self::IpBlocked { .. } => "Client blocked",
@@ -204,6 +209,7 @@ impl ApiError {
             Self::BadRequest(d) => d.clone(),
             Self::MaliciousInput(what) => format!("The request contains {what}."),
             Self::Unauthorized(_) => "A valid bearer token is required.".into(),
+            Self::InvalidCredentials => "The email or password is incorrect.".into(),
             Self::Forbidden(ForbiddenKind::CsrfToken) => {
                 "Send the X-CSRF-Token issued for this session.".into()
             }
@@ -240,7 +246,7 @@ impl ApiError {
         Some(match self {
             Self::BadRequest(_) => "request.malformed",
             Self::MaliciousInput(_) => "request.malicious",
-            Self::Unauthorized(_) => "auth.failure",
+            Self::Unauthorized(_) | Self::InvalidCredentials => "auth.failure",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf.failure",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "csrf.origin_refused",
             Self::IpBlocked { .. } => "ip.blocked",
@@ -287,6 +293,12 @@ impl ApiError {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::Unauthorized(_) = self {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flowbotz\", error=\"invalid_token\""),
+            );
         }
         if let Self::MethodNotAllowed { allow } = self
             && let Ok(v) = HeaderValue::from_str(allow)

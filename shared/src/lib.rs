@@ -6,11 +6,14 @@
 //! the handler, the security headers and one structured log line. Every rejection is an
 //! [`error::ApiError`] rendered as RFC 9457 problem+json.
 //!
-//! Features: `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
+//! Features: `accounts` adds password hashing, the password policy and the user store
+//! ([`accounts`]); `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
 //! wiring in `runtime`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "accounts")]
+pub mod accounts;
 pub mod clock;
 pub mod config;
 pub mod cors;

@@ -322,7 +322,7 @@ impl Pipeline {
                 };
             }
         };
-        let verdict = d.verdict.clone();
+        let verdict = d.verdict;
         let retry_after = d.retry_after_secs;
         *decision = Some(match decision.take() {
             Some(prev) => prev.stricter(d),

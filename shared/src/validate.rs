@@ -68,13 +68,11 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
                 )]);
             }
             let message = if msg.starts_with("invalid type") {
-                let expected = msg
-                    .split(", expected ")
+                msg.split(", expected ")
                     .nth(1)
                     .map(|e| e.split(" at line").next().unwrap_or(e))
                     .map(|e| format!("must be {}", sanitize_expected(e)))
-                    .unwrap_or_else(|| "has the wrong type".into());
-                expected
+                    .unwrap_or_else(|| "has the wrong type".into())
             } else if msg.starts_with("invalid length") {
                 "has the wrong number of items".into()
             } else {

@@ -1,0 +1,26 @@
+# FlowBotz secure API. Needs only Rust, Python 3, Node.js, make and git; everything else is
+# installed into .venv/ on first use.
+
+.PHONY: run test stop lint bench mutants clean help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+run: ## Serve the whole API on http://127.0.0.1:9000 with local DynamoDB, Stripe and AI stand-ins
+	@scripts/stack.sh run
+
+test: ## Run every check: fmt, clippy, unit, fixture, template, end-to-end
+	@scripts/test.sh
+
+stop: ## Stop a stack left running by an interrupted test run
+	@scripts/stack.sh stop
+	@API_PORT=9100 scripts/stack.sh stop
+
+lint: ## Formatting, clippy and the template only
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	scripts/venv.sh && SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml
+
+clean: ## Remove build output and the local stack's state
+	cargo clean
+	rm -rf .run

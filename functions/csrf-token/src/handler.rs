@@ -1,0 +1,36 @@
+use flowbotz_security::guard::BodyKind;
+use flowbotz_security::pipeline::json;
+use flowbotz_security::session::Sessions;
+use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure};
+use http::{Method, StatusCode};
+use lambda_http::Request;
+
+pub(crate) const ENDPOINT: Endpoint = Endpoint {
+    name: "csrf-token",
+    route: "/api/auth/csrf-token",
+    methods: &[Method::GET],
+    body: BodyKind::None,
+    auth: true,
+    csrf: false,
+    per_user_limit: false,
+    store_failure: StoreFailure::Closed,
+    security_sensitive: true,
+};
+
+pub(crate) struct CsrfToken {
+    pub(crate) sessions: Sessions,
+}
+
+impl Handler for CsrfToken {
+    async fn handle(&self, _req: Request, ctx: &mut Ctx) -> HandlerResult {
+        let user = ctx
+            .user_id
+            .as_deref()
+            .ok_or(ApiError::Unauthorized("no user"))?;
+        let issued = self.sessions.issue_csrf(user);
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "csrf_token": issued.token, "expires_in": issued.expires_in }),
+        ))
+    }
+}

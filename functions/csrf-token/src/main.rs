@@ -1,0 +1,22 @@
+//! `GET /api/auth/csrf-token`: a fresh CSRF token for the caller's session.
+
+mod handler;
+
+use std::sync::Arc;
+
+use flowbotz_security::clock::SystemClock;
+use flowbotz_security::config::Need;
+use flowbotz_security::session::Sessions;
+use flowbotz_security::store::dynamodb;
+use flowbotz_security::{Pipeline, runtime};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    let config = Arc::new(flowbotz_security::start(&[Need::JwtKey, Need::CsrfKey])?);
+    let client = dynamodb::client(config.store_timeout).await;
+    let sessions = Sessions::new(&config, Arc::new(SystemClock))?;
+    let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
+        .with_limiter(runtime::limiter(&config, client))
+        .with_sessions(sessions.clone());
+    runtime::run(pipeline, handler::CsrfToken { sessions }).await
+}

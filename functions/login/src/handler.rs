@@ -1,0 +1,285 @@
+use std::sync::Arc;
+
+use flowbotz_security::accounts::password;
+use flowbotz_security::accounts::{UserStore, normalize_email};
+use flowbotz_security::clock::Clock;
+use flowbotz_security::config::LoginThrottle;
+use flowbotz_security::guard::BodyKind;
+use flowbotz_security::pipeline::{body_bytes, json};
+use flowbotz_security::ratelimit::StoreError;
+use flowbotz_security::session::Sessions;
+use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure, validate};
+use http::{Method, StatusCode};
+use lambda_http::Request;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+pub(crate) const ENDPOINT: Endpoint = Endpoint {
+    name: "login",
+    route: "/api/auth/login",
+    methods: &[Method::POST],
+    body: BodyKind::Json,
+    auth: false,
+    csrf: false,
+    per_user_limit: false,
+    store_failure: StoreFailure::Closed,
+    security_sensitive: true,
+};
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    #[validate(length(min = 1, max = 254, message = "must be 1 to 254 characters"))]
+    email: String,
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
+    password: String,
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    csrf_token: String,
+    csrf_expires_in: u64,
+}
+
+pub(crate) struct Login {
+    users: Arc<dyn UserStore>,
+    sessions: Sessions,
+    clock: Arc<dyn Clock>,
+    throttle: LoginThrottle,
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    ApiError::ServiceUnavailable {
+        reason: format!("user store: {e}"),
+        retry_after: 1,
+    }
+}
+
+impl Login {
+    pub(crate) fn new(
+        users: Arc<dyn UserStore>,
+        sessions: Sessions,
+        clock: Arc<dyn Clock>,
+        throttle: LoginThrottle,
+    ) -> Self {
+        Self {
+            users,
+            sessions,
+            clock,
+            throttle,
+        }
+    }
+}
+
+impl Handler for Login {
+    async fn handle(&self, req: Request, ctx: &mut Ctx) -> HandlerResult {
+        let body: LoginRequest = validate::json(body_bytes(&req))?;
+        let email = normalize_email(&body.email);
+        let now = self.clock.now_s();
+        let window = self.throttle.window.as_secs();
+        let (user, failures) = self.users.lookup(&email).await.map_err(unavailable)?;
+        if let Some(retry_after) = failures.throttled_for(now, self.throttle.max_failures, window) {
+            return Err(ApiError::AccountThrottled { retry_after });
+        }
+        // One Argon2 verification whether or not the account exists.
+        let verified = password::verify(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        );
+        let Some(user) = user.filter(|_| verified) else {
+            self.users
+                .record_failure(&email, now, window)
+                .await
+                .map_err(unavailable)?;
+            return Err(ApiError::InvalidCredentials);
+        };
+        ctx.user_id = Some(user.user_id.clone());
+        if failures.count > 0 {
+            self.users
+                .clear_failures(&email)
+                .await
+                .map_err(unavailable)?;
+        }
+        if password::needs_rehash(&user.password_hash) {
+            let upgraded = password::hash(&body.password)?;
+            if let Err(e) = self.users.update_hash(&email, &upgraded).await {
+                tracing::warn!(request_id = %ctx.request_id, cause = %e, "password rehash not stored");
+            }
+        }
+        let access = self.sessions.issue_access_token(&user.user_id)?;
+        let csrf = self.sessions.issue_csrf(&user.user_id);
+        Ok(json(
+            StatusCode::OK,
+            &LoginResponse {
+                access_token: access.token,
+                token_type: "Bearer",
+                expires_in: access.expires_in,
+                csrf_token: csrf.token,
+                csrf_expires_in: csrf.expires_in,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowbotz_security::accounts::UserRecord;
+    use flowbotz_security::accounts::memory::MemoryUserStore;
+    use flowbotz_security::clock::ManualClock;
+    use flowbotz_security::{Config, Pipeline};
+    use flowbotz_tests::events::{Event, SHAPES};
+    use lambda_http::{Body, Response};
+    use serde_json::{Value, json};
+
+    const PASSWORD: &str = "correct horse battery staple vortex";
+
+    async fn setup() -> (Pipeline, Login, ManualClock) {
+        let config = Arc::new(
+            Config::from_lookup(|k| match k {
+                "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
+                    Some("test-key-0123456789abcdef0123456789".into())
+                }
+                _ => None,
+            })
+            .expect("config"),
+        );
+        let clock = ManualClock::at_ms(1_800_000_000_000);
+        let users = Arc::new(MemoryUserStore::new());
+        users
+            .create(&UserRecord {
+                user_id: "u-1".into(),
+                email: "alice@example.com".into(),
+                password_hash: password::hash(PASSWORD).expect("hash"),
+                name: None,
+                created_at: 0,
+            })
+            .await
+            .expect("create");
+        let sessions = Sessions::new(&config, Arc::new(clock.clone())).expect("sessions");
+        let login = Login::new(
+            users,
+            sessions,
+            Arc::new(clock.clone()),
+            config.login_throttle,
+        );
+        (Pipeline::new(ENDPOINT, config), login, clock)
+    }
+
+    fn body(resp: &Response<Body>) -> Value {
+        match resp.body() {
+            Body::Text(t) => serde_json::from_str(t).expect("json"),
+            _ => Value::Null,
+        }
+    }
+
+    async fn attempt(p: &Pipeline, h: &Login, email: &str, pw: &str) -> Response<Body> {
+        let e = Event::new(SHAPES[0], "POST", "/api/auth/login")
+            .json_body(&json!({"email": email, "password": pw}));
+        p.serve(e.request(), h).await
+    }
+
+    #[tokio::test]
+    async fn given_valid_credentials_when_logging_in_then_tokens_are_issued() {
+        let (p, h, _) = setup().await;
+        let resp = attempt(&p, &h, " ALICE@example.com", PASSWORD).await;
+        assert_eq!(resp.status(), 200);
+        let v = body(&resp);
+        assert_eq!(v["token_type"], "Bearer");
+        assert!(
+            v["access_token"]
+                .as_str()
+                .is_some_and(|t| t.split('.').count() == 3)
+        );
+        assert!(
+            v["csrf_token"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("v1."))
+        );
+        assert_eq!(v["csrf_expires_in"], 3600);
+    }
+
+    #[tokio::test]
+    async fn given_unknown_email_or_wrong_password_when_logging_in_then_identical_401_and_same_work()
+     {
+        let (p, h, _) = setup().await;
+        let before = password::operations();
+        let wrong = attempt(&p, &h, "alice@example.com", "wrong password here").await;
+        let middle = password::operations();
+        let unknown = attempt(&p, &h, "nobody@example.com", "wrong password here").await;
+        let after = password::operations();
+        assert_eq!(
+            (middle - before, after - middle),
+            (1, 1),
+            "one Argon2 operation on each path"
+        );
+        assert_eq!(wrong.status(), 401);
+        assert_eq!(unknown.status(), 401);
+        let (mut a, mut b) = (body(&wrong), body(&unknown));
+        a["request_id"] = Value::Null;
+        b["request_id"] = Value::Null;
+        assert_eq!(a, b, "no account enumeration");
+    }
+
+    #[tokio::test]
+    async fn given_five_failures_when_logging_in_again_then_429_until_the_window_passes() {
+        let (p, h, clock) = setup().await;
+        for _ in 0..5 {
+            assert_eq!(
+                attempt(&p, &h, "alice@example.com", "wrong password here")
+                    .await
+                    .status(),
+                401
+            );
+        }
+        let throttled = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        assert_eq!(throttled.status(), 429, "even the right password waits");
+        let retry: u64 = throttled.headers()["retry-after"]
+            .to_str()
+            .expect("h")
+            .parse()
+            .expect("n");
+        assert!(retry > 0 && retry <= 900);
+        for _ in 0..5 {
+            attempt(&p, &h, "nobody@example.com", "wrong password here").await;
+        }
+        assert_eq!(
+            attempt(&p, &h, "nobody@example.com", "x").await.status(),
+            429,
+            "unknown emails throttle alike"
+        );
+        clock.advance_ms(retry * 1000);
+        assert_eq!(
+            attempt(&p, &h, "alice@example.com", PASSWORD)
+                .await
+                .status(),
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn given_a_success_when_failures_were_counted_then_they_are_cleared() {
+        let (p, h, _) = setup().await;
+        for _ in 0..4 {
+            attempt(&p, &h, "alice@example.com", "wrong password here").await;
+        }
+        assert_eq!(
+            attempt(&p, &h, "alice@example.com", PASSWORD)
+                .await
+                .status(),
+            200
+        );
+        for _ in 0..4 {
+            attempt(&p, &h, "alice@example.com", "wrong password here").await;
+        }
+        assert_eq!(
+            attempt(&p, &h, "alice@example.com", PASSWORD)
+                .await
+                .status(),
+            200
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! `POST /api/auth/login`: exchanges credentials for an access token and a CSRF token.
+
+mod handler;
+
+use std::sync::Arc;
+
+use flowbotz_security::accounts::dynamodb::DynamoUserStore;
+use flowbotz_security::clock::SystemClock;
+use flowbotz_security::config::Need;
+use flowbotz_security::session::Sessions;
+use flowbotz_security::store::dynamodb;
+use flowbotz_security::{Pipeline, runtime};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    let config = Arc::new(flowbotz_security::start(&[Need::JwtKey, Need::CsrfKey])?);
+    let clock = Arc::new(SystemClock);
+    let client = dynamodb::client(config.store_timeout).await;
+    let users = Arc::new(DynamoUserStore::new(client.clone(), &config.tables.users));
+    let sessions = Sessions::new(&config, clock.clone())?;
+    let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
+        .with_limiter(runtime::limiter(&config, client));
+    runtime::run(
+        pipeline,
+        handler::Login::new(users, sessions, clock, config.login_throttle),
+    )
+    .await
+}

@@ -1,0 +1,24 @@
+//! `POST /api/auth/register`: creates an account; the same 202 whether or not the email exists.
+
+mod handler;
+
+use std::sync::Arc;
+
+use flowbotz_security::accounts::dynamodb::DynamoUserStore;
+use flowbotz_security::clock::SystemClock;
+use flowbotz_security::store::dynamodb;
+use flowbotz_security::{Pipeline, runtime};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_http::Error> {
+    let config = Arc::new(flowbotz_security::start(&[])?);
+    let client = dynamodb::client(config.store_timeout).await;
+    let users = Arc::new(DynamoUserStore::new(client.clone(), &config.tables.users));
+    let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
+        .with_limiter(runtime::limiter(&config, client));
+    runtime::run(
+        pipeline,
+        handler::Register::new(users, Arc::new(SystemClock), config.password),
+    )
+    .await
+}

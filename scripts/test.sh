@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every check of the project, as CI runs it: formatting, lints, unit and fixture tests, the
+# template, then the end-to-end suite against a local stack it starts and stops itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s\n' "$*"; }
+
+scripts/venv.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+
+step "unit, fixture and conformance tests"
+cargo test --workspace --quiet
+
+step "template: sam validate --lint and cfn-lint"
+.venv/bin/sam validate --lint --template template.yaml
+.venv/bin/cfn-lint template.yaml
+
+step "local Stripe stand-in tests"
+if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
+
+# The end-to-end stack gets its own ports so it can run beside `make run`.
+export API_PORT=${TEST_API_PORT:-9100} MOTO_PORT=${TEST_MOTO_PORT:-5105}
+trap 'scripts/stack.sh stop' EXIT
+step "starting the local stack for end-to-end tests"
+scripts/stack.sh start
+set -a; . config/local.env; set +a
+export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
+export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
+export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
+
+step "end-to-end tests over HTTP and API Gateway events"
+cargo test -p flowbotz-tests --features e2e --quiet
+
+step "all checks passed"

@@ -1,0 +1,199 @@
+//! Passwords: the registration policy and Argon2id hashing in PHC strings.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::config::PasswordPolicy;
+use crate::error::{ApiError, FieldError};
+
+/// Argon2id memory cost in KiB (OWASP's minimum: 19 MiB).
+pub const MEMORY_KIB: u32 = 19_456;
+/// Argon2id passes (OWASP: 2).
+pub const ITERATIONS: u32 = 2;
+/// Argon2id lanes (OWASP: 1).
+pub const PARALLELISM: u32 = 1;
+
+/// A hash of a random password with the current parameters, verified against for unknown
+/// accounts so that a login costs the same whether or not the email exists.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$Rf6ZJq4K1S9Gq8mD2I7vFkJQm0aXl3zq7mN4o0b9u5s";
+
+static COMMON: OnceLock<HashSet<&'static str>> = OnceLock::new();
+
+fn common() -> &'static HashSet<&'static str> {
+    COMMON.get_or_init(|| {
+        include_str!("../../data/common-passwords.txt")
+            .lines()
+            .collect()
+    })
+}
+
+fn argon2() -> Argon2<'static> {
+    let params =
+        Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("valid Argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+thread_local! {
+    static OPERATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count() {
+    OPERATIONS.with(|c| c.set(c.get() + 1));
+}
+
+/// Argon2 operations (hashes and verifications) run on this thread so far, for tests and
+/// benchmarks that show every path of register and login costs the same.
+pub fn operations() -> u64 {
+    OPERATIONS.with(std::cell::Cell::get)
+}
+
+/// Hashes a password with Argon2id and a random salt; returns the PHC string.
+pub fn hash(password: &str) -> Result<String, ApiError> {
+    count();
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| ApiError::Internal("password hashing failed".into()))
+}
+
+/// Verifies `password` against a stored PHC string (any Argon2 parameters); with `None`
+/// verifies against a dummy hash and returns false, doing the same work.
+pub fn verify(password: &str, stored: Option<&str>) -> bool {
+    count();
+    let phc = stored.unwrap_or(DUMMY_HASH);
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && stored.is_some()
+}
+
+/// Whether a stored hash uses weaker parameters than the current ones and should be replaced
+/// after a successful login.
+pub fn needs_rehash(stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return true;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return true;
+    };
+    parsed.algorithm.as_str() != "argon2id"
+        || params.m_cost() < MEMORY_KIB
+        || params.t_cost() < ITERATIONS
+        || params.p_cost() < PARALLELISM
+}
+
+/// Checks a new password against the policy; the error names the rule that failed and never
+/// the password.
+pub fn check_policy(password: &str, email: &str, policy: &PasswordPolicy) -> Result<(), ApiError> {
+    let fail = |message: String| {
+        Err(ApiError::Validation(vec![FieldError::new(
+            "password", message,
+        )]))
+    };
+    let chars = password.chars().count();
+    if chars < policy.min_chars {
+        return fail(format!("must be at least {} characters", policy.min_chars));
+    }
+    if chars > policy.max_chars {
+        return fail(format!("must be at most {} characters", policy.max_chars));
+    }
+    let lower = password.to_lowercase();
+    let local = email.split('@').next().unwrap_or_default().to_lowercase();
+    if local.chars().count() >= 3 && lower.contains(&local) {
+        return fail("must not contain the email address's local part".into());
+    }
+    if common().contains(lower.as_str()) {
+        return fail("is a commonly used password".into());
+    }
+    let score = u8::from(zxcvbn::zxcvbn(password, &[email, &local]).score());
+    if score < policy.min_score {
+        return fail(format!(
+            "is too easy to guess (strength {score} of 4, needs {}); use a longer passphrase",
+            policy.min_score
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: PasswordPolicy = PasswordPolicy {
+        min_chars: 12,
+        max_chars: 128,
+        min_score: 3,
+    };
+
+    fn rule(password: &str, email: &str) -> Option<String> {
+        match check_policy(password, email, &POLICY) {
+            Ok(()) => None,
+            Err(ApiError::Validation(f)) => Some(f[0].message.clone()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn given_weak_passwords_when_checking_then_the_failed_rule_is_named() {
+        assert!(rule("short", "a@b.example").is_some_and(|m| m.contains("at least 12")));
+        assert!(rule(&"x".repeat(129), "a@b.example").is_some_and(|m| m.contains("at most 128")));
+        assert!(rule("qwerty123456", "a@b.example").is_some_and(|m| m.contains("commonly used")));
+        assert!(rule("aaaaaaaaaaaaaaa", "a@b.example").is_some_and(|m| m.contains("too easy")));
+        assert!(
+            rule("alice-Tr0ub4dor&3-horse", "alice@b.example")
+                .is_some_and(|m| m.contains("local part"))
+        );
+        let msg = rule("qwerty123456", "a@b.example").unwrap_or_default();
+        assert!(!msg.contains("qwerty"));
+    }
+
+    #[test]
+    fn given_a_strong_passphrase_when_checking_then_accepted_without_composition_rules() {
+        assert_eq!(
+            rule("correct horse battery staple vortex", "a@b.example"),
+            None
+        );
+        assert_eq!(
+            rule(&"long unusual phrase ".repeat(6)[..120], "a@b.example"),
+            None
+        );
+    }
+
+    #[test]
+    fn given_a_hash_when_verifying_then_only_the_password_matches() {
+        let h = hash("correct horse battery staple").expect("hash");
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify("correct horse battery staple", Some(&h)));
+        assert!(!verify("correct horse battery stapl", Some(&h)));
+        assert!(!verify("anything", None));
+        assert!(!needs_rehash(&h));
+        let weak = "$argon2id$v=19$m=4096,t=1,p=1$c2FsdHNhbHRzYWx0$6Qx0d3+5fK7yQm8oB4d5tH2Q0b4Qk1oYp6l2m2Yq9b0";
+        assert!(needs_rehash(weak));
+    }
+
+    #[test]
+    fn given_unknown_and_known_accounts_when_verifying_then_both_do_one_argon2_operation() {
+        let h = hash("correct horse battery staple").expect("hash");
+        let before = operations();
+        verify("guess", Some(&h));
+        verify("guess", None);
+        let after = operations();
+        assert_eq!(after - before, 2);
+    }
+
+    #[test]
+    fn given_the_dummy_hash_when_parsed_then_it_uses_the_current_parameters() {
+        assert!(
+            !needs_rehash(DUMMY_HASH),
+            "the dummy must cost what a real verification costs"
+        );
+    }
+}

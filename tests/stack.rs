@@ -1,0 +1,227 @@
+//! Clients of the local stack that `make test` starts.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::events::Event;
+
+/// Base URL of the API (`FLOWBOTZ_API_URL`, default `http://127.0.0.1:9000`).
+pub fn base_url() -> String {
+    std::env::var("FLOWBOTZ_API_URL").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
+}
+
+/// The DynamoDB endpoint of the stack (`AWS_ENDPOINT_URL_DYNAMODB`, default moto on 5005).
+pub fn dynamodb_url() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:5005".into())
+}
+
+/// A function's answer to an invocation, as API Gateway would turn it into HTTP.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: HashMap<String, String>,
+    /// The body text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The body parsed as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// Converts a reqwest response.
+    pub async fn from_http(resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.text().await.unwrap_or_default();
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Invokes `function` with `event` through the emulator's Lambda Invoke API, the local
+/// equivalent of `sam local invoke -e`.
+pub async fn invoke(function: &str, event: &Event) -> Answer {
+    let url = format!("{}/2015-03-31/functions/{function}/invocations", base_url());
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&event.to_json())
+        .send()
+        .await
+        .expect("the emulator answers");
+    assert!(
+        resp.status().is_success(),
+        "invoke failed: {}",
+        resp.status()
+    );
+    let v: Value = resp.json().await.expect("a Lambda response");
+    let status = v["statusCode"].as_u64().expect("statusCode") as u16;
+    let mut headers = HashMap::new();
+    if let Some(h) = v["headers"].as_object() {
+        for (k, val) in h {
+            headers.insert(
+                k.to_ascii_lowercase(),
+                val.as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    if let Some(h) = v["multiValueHeaders"].as_object() {
+        for (k, vals) in h {
+            if let Some(first) = vals
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(Value::as_str)
+            {
+                headers
+                    .entry(k.to_ascii_lowercase())
+                    .or_insert_with(|| first.to_string());
+            }
+        }
+    }
+    let body = v["body"].as_str().unwrap_or_default().to_string();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Every security header of the API contract, checked on an answer.
+pub fn assert_security_headers(a: &Answer) {
+    for (name, value) in flowbotz_security::headers::SECURITY_HEADERS {
+        assert_eq!(
+            a.header(name),
+            Some(value),
+            "{name} on a {} answer",
+            a.status
+        );
+    }
+    assert!(a.header("server").is_none() && a.header("x-powered-by").is_none());
+}
+
+/// A problem+json answer with `status`, with the request id in the body.
+pub fn assert_problem(a: &Answer, status: u16) {
+    assert_eq!(a.status, status, "body: {}", a.body);
+    assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    let v = a.json();
+    assert_eq!(v["status"], status);
+    assert!(
+        v["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/problems/"))
+    );
+    assert!(v["title"].is_string() && v["detail"].is_string());
+    assert_eq!(v["request_id"].as_str(), a.header("x-request-id"));
+    assert_security_headers(a);
+}
+
+/// Sends one HTTP/1.1 request exactly as written (no path normalisation, any header bytes)
+/// over a plain TCP connection, and reads the answer.
+pub fn raw_http(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    use std::io::{Read, Write};
+    let url = base_url();
+    let authority = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).expect("connect to the stack");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).expect("send");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut headers = HashMap::new();
+    let mut chunked = false;
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            let k = k.trim().to_ascii_lowercase();
+            chunked |= k == "transfer-encoding" && v.contains("chunked");
+            headers.insert(k, v.trim().to_string());
+        }
+    }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The log lines the functions wrote (`FLOWBOTZ_FUNCTION_LOG`, the emulator's output file).
+pub fn function_log() -> String {
+    std::env::var("FLOWBOTZ_FUNCTION_LOG")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+}
+
+/// The secrets the local stack generated (`.env`), to check that none reaches a log.
+pub fn local_secrets() -> Vec<String> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
+    std::fs::read_to_string(root)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v.trim().to_string()))
+        .filter(|v| v.len() >= 16)
+        .collect()
+}

@@ -1,0 +1,362 @@
+//! One conformance suite for every rate-limit store: the in-memory one always, the DynamoDB
+//! one against moto_server when the `e2e` feature is on (`make test` starts moto).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowbotz_security::clock::ManualClock;
+use flowbotz_security::config::{BlockPolicy, RateLimit};
+use flowbotz_security::ratelimit::memory::MemoryStore;
+use flowbotz_security::ratelimit::window::{CounterUpdate, Step, Window};
+use flowbotz_security::ratelimit::{RateLimitStore, RateLimiter, Subject, UpdateOutcome, Verdict};
+
+const T0: u64 = 1_800_000_000_000;
+
+fn unique_key(label: &str) -> String {
+    format!(
+        "conformance#{label}#{}",
+        flowbotz_tests::events::unique_ip()
+    )
+}
+
+fn update(step: Step, now_s: u64) -> CounterUpdate {
+    CounterUpdate {
+        steps: [Some(step), None],
+        now_s,
+        expires_at_s: now_s + 120,
+    }
+}
+
+async fn conditional_writes_follow_their_conditions(store: &dyn RateLimitStore) {
+    let key = unique_key("conditions");
+    let start = update(
+        Step::Start {
+            before: 99,
+            index: 100,
+        },
+        6000,
+    );
+    let UpdateOutcome::Applied(item) = store.apply(&key, &start).await.expect("apply") else {
+        panic!("a start on a missing item applies");
+    };
+    assert_eq!(
+        item.windows[0],
+        Some(Window {
+            index: 100,
+            current: 1,
+            previous: 0
+        })
+    );
+    // A second start fails and returns the stored item (no second read needed).
+    let UpdateOutcome::ConditionFailed(Some(old)) = store.apply(&key, &start).await.expect("apply")
+    else {
+        panic!("a start on an existing current window fails with the old item");
+    };
+    assert_eq!(old.windows[0], item.windows[0]);
+    let inc = update(
+        Step::Increment {
+            index: 100,
+            previous: 0,
+            below: 2,
+        },
+        6000,
+    );
+    assert!(
+        matches!(store.apply(&key, &inc).await.expect("apply"), UpdateOutcome::Applied(i) if i.windows[0].is_some_and(|w| w.current == 2))
+    );
+    assert!(
+        matches!(
+            store.apply(&key, &inc).await.expect("apply"),
+            UpdateOutcome::ConditionFailed(Some(_))
+        ),
+        "current < below must hold"
+    );
+    let wrong_prev = update(
+        Step::Increment {
+            index: 100,
+            previous: 7,
+            below: 9,
+        },
+        6000,
+    );
+    assert!(matches!(
+        store.apply(&key, &wrong_prev).await.expect("apply"),
+        UpdateOutcome::ConditionFailed(_)
+    ));
+    let roll = update(
+        Step::Roll {
+            from: 100,
+            index: 101,
+            max_current: 5,
+        },
+        6060,
+    );
+    let UpdateOutcome::Applied(rolled) = store.apply(&key, &roll).await.expect("apply") else {
+        panic!("roll applies");
+    };
+    assert_eq!(
+        rolled.windows[0],
+        Some(Window {
+            index: 101,
+            current: 1,
+            previous: 2
+        })
+    );
+    let two_slots = CounterUpdate {
+        steps: [
+            Some(Step::Increment {
+                index: 101,
+                previous: 2,
+                below: 10,
+            }),
+            Some(Step::Start {
+                before: 605,
+                index: 606,
+            }),
+        ],
+        now_s: 6060,
+        expires_at_s: 6200,
+    };
+    let UpdateOutcome::Applied(both) = store.apply(&key, &two_slots).await.expect("apply") else {
+        panic!("both windows in one write");
+    };
+    assert_eq!(both.windows[0].map(|w| w.current), Some(2));
+    assert_eq!(
+        both.windows[1],
+        Some(Window {
+            index: 606,
+            current: 1,
+            previous: 0
+        })
+    );
+}
+
+async fn blocks_refuse_updates_until_they_end(store: &dyn RateLimitStore) {
+    let key = unique_key("block");
+    store
+        .block(std::slice::from_ref(&key), 5000, 5100)
+        .await
+        .expect("block");
+    let start = update(
+        Step::Start {
+            before: 0,
+            index: 1,
+        },
+        4999,
+    );
+    let UpdateOutcome::ConditionFailed(Some(item)) =
+        store.apply(&key, &start).await.expect("apply")
+    else {
+        panic!("a blocked key refuses updates");
+    };
+    assert_eq!(item.blocked_until_s, Some(5000));
+    let later = update(
+        Step::Start {
+            before: 0,
+            index: 1,
+        },
+        5000,
+    );
+    assert!(matches!(
+        store.apply(&key, &later).await.expect("apply"),
+        UpdateOutcome::Applied(_)
+    ));
+}
+
+/// Eight instances (each with its own cache) race 25 checks each on one key with limit 5.
+async fn racing_instances_admit_exactly_the_limit(store: Arc<dyn RateLimitStore>) {
+    let clock = ManualClock::at_ms(T0 + 30_000);
+    let block = BlockPolicy {
+        violations: 10,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(900),
+    };
+    let limits = RateLimit {
+        per_minute: 5,
+        burst: None,
+    };
+    let ip = flowbotz_tests::events::unique_ip();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let limiter = RateLimiter::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            block,
+            ["race"],
+            Duration::from_secs(5),
+        );
+        let ip = ip.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..25 {
+                if limiter
+                    .check("race", Subject::Ip(&ip), limits)
+                    .await
+                    .expect("check")
+                    .verdict
+                    == Verdict::Admitted
+                {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    assert_eq!(total, 5, "exactly the limit is admitted across instances");
+}
+
+/// Steady state: one store request per check; a cold instance or a roll-over costs two.
+async fn steady_state_costs_one_request(store: Arc<dyn RateLimitStore>) {
+    let clock = ManualClock::at_ms(T0);
+    let block = BlockPolicy {
+        violations: 10,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(900),
+    };
+    let limits = RateLimit {
+        per_minute: 1000,
+        burst: Some(1000),
+    };
+    let ip = flowbotz_tests::events::unique_ip();
+    let a = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["cost"],
+        Duration::from_secs(5),
+    );
+    let b = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["cost"],
+        Duration::from_secs(5),
+    );
+    a.check("cost", Subject::Ip(&ip), limits)
+        .await
+        .expect("check");
+    let before = store.requests();
+    for _ in 0..20 {
+        clock.advance_ms(50);
+        a.check("cost", Subject::Ip(&ip), limits)
+            .await
+            .expect("check");
+    }
+    let per_check = (store.requests() - before) as f64 / 20.0;
+    println!("store requests per check, steady state: {per_check}");
+    assert_eq!(per_check, 1.0);
+    let before = store.requests();
+    b.check("cost", Subject::Ip(&ip), limits)
+        .await
+        .expect("check");
+    println!(
+        "store requests for a cold instance's first check: {}",
+        store.requests() - before
+    );
+    assert!(store.requests() - before <= 2);
+    clock.advance_ms(60_000);
+    let before = store.requests();
+    a.check("cost", Subject::Ip(&ip), limits)
+        .await
+        .expect("check");
+    b.check("cost", Subject::Ip(&ip), limits)
+        .await
+        .expect("check");
+    println!(
+        "store requests for two instances after a roll-over: {}",
+        store.requests() - before
+    );
+    assert!(store.requests() - before <= 4);
+}
+
+async fn suite(store: Arc<dyn RateLimitStore>) {
+    conditional_writes_follow_their_conditions(store.as_ref()).await;
+    blocks_refuse_updates_until_they_end(store.as_ref()).await;
+    racing_instances_admit_exactly_the_limit(store.clone()).await;
+    steady_state_costs_one_request(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_conforms() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[cfg(feature = "e2e")]
+mod dynamodb {
+    use super::*;
+    use flowbotz_security::ratelimit::StoreError;
+    use flowbotz_security::store::dynamodb::{DynamoRateLimitStore, client};
+
+    fn table() -> String {
+        std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dynamodb_store_conforms_against_moto() {
+        let c = client(Duration::from_secs(3)).await;
+        suite(Arc::new(DynamoRateLimitStore::new(c, table()))).await;
+    }
+
+    #[tokio::test]
+    async fn given_a_silent_endpoint_when_checking_then_fails_within_the_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let store = {
+            let cfg = aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+                .endpoint_url(format!("http://{addr}"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+                .timeout_config(
+                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(Duration::from_millis(600))
+                        .build(),
+                )
+                .build();
+            DynamoRateLimitStore::new(aws_sdk_dynamodb::Client::from_conf(cfg), table())
+        };
+        let limiter = RateLimiter::new(
+            Arc::new(store),
+            Arc::new(ManualClock::at_ms(T0)),
+            BlockPolicy {
+                violations: 10,
+                window: Duration::from_secs(600),
+                duration: Duration::from_secs(900),
+            },
+            ["x"],
+            Duration::from_millis(1500),
+        );
+        let started = std::time::Instant::now();
+        let err = limiter
+            .check(
+                "x",
+                Subject::Ip("2001:db8::1"),
+                RateLimit {
+                    per_minute: 5,
+                    burst: None,
+                },
+            )
+            .await
+            .expect_err("a silent store fails");
+        assert!(
+            matches!(err, StoreError::Timeout | StoreError::Unavailable(_)),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded, never a hang"
+        );
+    }
+}
