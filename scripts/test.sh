@@ -38,4 +38,9 @@ export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
 step "end-to-end tests over HTTP and API Gateway events"
 cargo test -p flowbotz-tests --features e2e --quiet
 
+step "store outage: auth fails closed, health fails open"
+kill "$(cat .run/$API_PORT/moto.pid)" 2>/dev/null || true
+rm -f .run/$API_PORT/moto.pid
+cargo test -p flowbotz-tests --features e2e-outage --test e2e_outage --quiet
+
 step "all checks passed"

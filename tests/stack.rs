@@ -225,3 +225,60 @@ pub fn local_secrets() -> Vec<String> {
         .filter(|v| v.len() >= 16)
         .collect()
 }
+
+/// A local development secret by name (`.env`), for tests that forge tokens as an attacker
+/// holding or lacking the key would.
+pub fn local_secret(name: &str) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
+    std::fs::read_to_string(root)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A registered and logged-in user of the local stack.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The email.
+    pub email: String,
+    /// The password.
+    pub password: String,
+    /// The bearer token.
+    pub access_token: String,
+    /// The CSRF token.
+    pub csrf_token: String,
+}
+
+/// A strong password accepted by the policy.
+pub const PASSWORD: &str = "violet quasar mangrove tundra 71";
+
+/// Registers a new user and logs in, each from a fresh client IP.
+pub async fn new_session() -> Session {
+    use crate::events::{Event, Shape};
+    let email = format!("user-{}@example.com", uuid_like());
+    let body = serde_json::json!({"email": email, "password": PASSWORD});
+    let reg = invoke(
+        "register",
+        &Event::new(Shape::HttpV2, "POST", "/api/auth/register").json_body(&body),
+    )
+    .await;
+    assert_eq!(reg.status, 202, "{}", reg.body);
+    let login = invoke(
+        "login",
+        &Event::new(Shape::HttpV2, "POST", "/api/auth/login").json_body(&body),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let v = login.json();
+    Session {
+        email,
+        password: PASSWORD.into(),
+        access_token: v["access_token"].as_str().unwrap_or_default().into(),
+        csrf_token: v["csrf_token"].as_str().unwrap_or_default().into(),
+    }
+}
+
+fn uuid_like() -> String {
+    crate::events::unique_ip().replace(':', "")
+}

@@ -379,7 +379,7 @@ impl Config {
                 duration: secs_or(&get, "IP_BLOCK_SECONDS", d.block.duration)?,
             },
             endpoints,
-            store_timeout: Duration::from_millis(parse_or(&get, "STORE_TIMEOUT_MS", 1500u64)?),
+            store_timeout: Duration::from_millis(parse_or(&get, "STORE_TIMEOUT_MS", 1000u64)?),
             tables: Tables {
                 rate_limits: get("RATE_LIMIT_TABLE")
                     .unwrap_or_else(|| "flowbotz-rate-limits".into()),

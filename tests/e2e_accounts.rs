@@ -1,0 +1,322 @@
+//! Accounts and sessions end to end: register, login, CSRF tokens, token attacks, per-account
+//! throttling and erasure, through the running functions.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use flowbotz_tests::events::{Event, SHAPES, Shape, unique_ip};
+use flowbotz_tests::stack::{
+    PASSWORD, Session, assert_problem, assert_security_headers, invoke, local_secret, new_session,
+    raw_http,
+};
+use serde_json::{Value, json};
+
+fn login_event(email: &str, password: &str) -> Event {
+    Event::new(Shape::RestV1, "POST", "/api/auth/login")
+        .json_body(&json!({"email": email, "password": password}))
+}
+
+fn without_id(mut v: Value) -> Value {
+    v["request_id"] = Value::Null;
+    v
+}
+
+fn authed(shape: Shape, method: &str, path: &str, s: &Session) -> Event {
+    Event::new(shape, method, path).header("Authorization", &format!("Bearer {}", s.access_token))
+}
+
+#[tokio::test]
+async fn given_register_login_and_csrf_token_when_called_then_the_session_works() {
+    let s = new_session().await;
+    // A duplicate registration answers exactly like a new one.
+    let dup = json!({"email": s.email.to_uppercase(), "password": "another strong passphrase 99"});
+    let a = invoke(
+        "register",
+        &Event::new(Shape::RestV1, "POST", "/api/auth/register").json_body(&dup),
+    )
+    .await;
+    assert_eq!(a.status, 202);
+    let fresh = json!({"email": format!("fresh-{}", s.email), "password": PASSWORD});
+    let b = invoke(
+        "register",
+        &Event::new(Shape::RestV1, "POST", "/api/auth/register").json_body(&fresh),
+    )
+    .await;
+    assert_eq!(a.body, b.body, "no account enumeration through register");
+    assert_security_headers(&a);
+
+    for shape in SHAPES {
+        let a = invoke(
+            "csrf-token",
+            &authed(shape, "GET", "/api/auth/csrf-token", &s),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.json()["expires_in"], 3600);
+        assert!(
+            a.json()["csrf_token"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("v1."))
+        );
+    }
+    assert_problem(
+        &invoke(
+            "csrf-token",
+            &Event::new(Shape::HttpV2, "GET", "/api/auth/csrf-token"),
+        )
+        .await,
+        401,
+    );
+}
+
+#[tokio::test]
+async fn given_wrong_password_and_unknown_email_when_logging_in_then_identical_401s() {
+    let s = new_session().await;
+    let wrong = invoke("login", &login_event(&s.email, "not the right passphrase")).await;
+    let unknown = invoke(
+        "login",
+        &login_event(&format!("nobody-{}", s.email), "not the right passphrase"),
+    )
+    .await;
+    assert_problem(&wrong, 401);
+    assert_problem(&unknown, 401);
+    assert_eq!(without_id(wrong.json()), without_id(unknown.json()));
+}
+
+#[tokio::test]
+async fn given_five_failed_logins_when_a_sixth_arrives_then_429_with_retry_after() {
+    let s = new_session().await;
+    for _ in 0..5 {
+        assert_eq!(
+            invoke("login", &login_event(&s.email, "not the right passphrase"))
+                .await
+                .status,
+            401
+        );
+    }
+    let a = invoke("login", &login_event(&s.email, &s.password)).await;
+    assert_problem(&a, 429);
+    assert_eq!(a.json()["type"], "/problems/account-throttled");
+    assert!(
+        a.header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|s| s > 800 && s <= 900)
+    );
+}
+
+fn forge(claims: &Value, key: &str, alg: &str) -> String {
+    let header = B64.encode(json!({"alg": alg, "typ": "JWT"}).to_string());
+    let payload = B64.encode(claims.to_string());
+    if alg == "none" {
+        return format!("{header}.{payload}.");
+    }
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let mut h = Header::new(if alg == "HS512" {
+        Algorithm::HS512
+    } else {
+        Algorithm::HS256
+    });
+    h.kid = None;
+    encode(&h, claims, &EncodingKey::from_secret(key.as_bytes())).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn given_forged_or_stale_tokens_when_calling_then_401() {
+    let s = new_session().await;
+    let parts: Vec<&str> = s.access_token.split('.').collect();
+    let header: Value = serde_json::from_slice(&B64.decode(parts[0]).expect("b64")).expect("json");
+    let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).expect("b64")).expect("json");
+    let key = local_secret("JWT_SECRET_KEY");
+    let kid = header["kid"].as_str().expect("kid").to_string();
+    let with_kid = |claims: &Value, key: &str| {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.clone());
+        encode(&h, claims, &EncodingKey::from_secret(key.as_bytes())).expect("encode")
+    };
+    let mut expired = claims.clone();
+    expired["exp"] = json!(claims["iat"].as_u64().unwrap_or(0) - 60);
+    expired["iat"] = json!(claims["iat"].as_u64().unwrap_or(0) - 3600);
+    expired["nbf"] = expired["iat"].clone();
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = json!("someone-else");
+    let mut tampered = s.access_token.clone();
+    let evil = B64.encode(
+        claims
+            .to_string()
+            .replace(claims["sub"].as_str().unwrap_or("x"), "admin"),
+    );
+    tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        evil,
+        tampered.rsplit('.').next().unwrap_or("")
+    );
+    let cases = [
+        ("alg none", forge(&claims, &key, "none")),
+        (
+            "another key",
+            with_kid(&claims, "a-different-key-0123456789abcdef-xyz"),
+        ),
+        ("expired", with_kid(&expired, &key)),
+        ("wrong aud", with_kid(&wrong_aud, &key)),
+        ("tampered payload", tampered),
+        ("HS512", forge(&claims, &key, "HS512")),
+        ("garbage", "abc.def.ghi".to_string()),
+    ];
+    for (name, token) in cases {
+        let e = Event::new(Shape::HttpV2, "GET", "/api/auth/csrf-token")
+            .header("Authorization", &format!("Bearer {token}"));
+        let a = invoke("csrf-token", &e).await;
+        assert_problem(&a, 401);
+        assert!(
+            a.header("www-authenticate")
+                .is_some_and(|h| h.starts_with("Bearer")),
+            "{name}"
+        );
+    }
+    // The genuine token still works.
+    assert_eq!(
+        invoke(
+            "csrf-token",
+            &authed(Shape::HttpV2, "GET", "/api/auth/csrf-token", &s)
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn given_bad_csrf_or_origins_when_erasing_then_403_and_with_both_then_204() {
+    let s = new_session().await;
+    let other = new_session().await;
+    let del = |s: &Session| authed(Shape::RestV1, "DELETE", "/api/account", s);
+    let forged = {
+        let mut t = s.csrf_token.clone();
+        let last = t.pop().unwrap_or('A');
+        t.push(if last == 'A' { 'B' } else { 'A' });
+        t
+    };
+    let cases = [
+        ("missing", del(&s)),
+        ("forged", del(&s).header("X-CSRF-Token", &forged)),
+        (
+            "other user's",
+            del(&s).header("X-CSRF-Token", &other.csrf_token),
+        ),
+        (
+            "expired",
+            del(&s).header("X-CSRF-Token", "v1.1000.bm9uY2U.AAAA"),
+        ),
+        (
+            "disallowed origin",
+            del(&s)
+                .header("X-CSRF-Token", &s.csrf_token)
+                .header("Origin", "https://evil.example"),
+        ),
+        (
+            "cross-site",
+            del(&s)
+                .header("X-CSRF-Token", &s.csrf_token)
+                .header("Sec-Fetch-Site", "cross-site"),
+        ),
+        (
+            "same-site",
+            del(&s)
+                .header("X-CSRF-Token", &s.csrf_token)
+                .header("Sec-Fetch-Site", "same-site"),
+        ),
+    ];
+    for (name, e) in cases {
+        let a = invoke("account", &e.source_ip(&unique_ip())).await;
+        assert_problem(&a, 403);
+        assert!(
+            a.json()["type"]
+                .as_str()
+                .is_some_and(|t| t.contains("csrf") || t.contains("cross-origin")),
+            "{name}"
+        );
+    }
+    assert_problem(
+        &invoke(
+            "account",
+            &Event::new(Shape::HttpV2, "DELETE", "/api/account"),
+        )
+        .await,
+        401,
+    );
+    // An allowed origin with a valid token passes.
+    let ok = del(&s)
+        .header("X-CSRF-Token", &s.csrf_token)
+        .header("Origin", "http://localhost:3000");
+    let a = invoke("account", &ok).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_security_headers(&a);
+    // The erased account now fails like an unknown email.
+    let gone = invoke("login", &login_event(&s.email, &s.password)).await;
+    let unknown = invoke(
+        "login",
+        &login_event(&format!("never-{}", s.email), &s.password),
+    )
+    .await;
+    assert_problem(&gone, 401);
+    assert_eq!(without_id(gone.json()), without_id(unknown.json()));
+}
+
+#[tokio::test]
+async fn given_weak_passwords_when_registering_then_422_naming_the_rule() {
+    for (password, words) in [
+        ("short", "at least 12"),
+        ("password1234", "commonly used"),
+        ("zzzzzzzzzzzzzzzz", "too easy"),
+    ] {
+        let body = json!({"email": format!("weak-{}@example.com", unique_ip().replace(':', "")), "password": password});
+        let a = invoke(
+            "register",
+            &Event::new(Shape::HttpV2, "POST", "/api/auth/register").json_body(&body),
+        )
+        .await;
+        assert_problem(&a, 422);
+        let errors = a.json()["errors"].clone();
+        assert!(errors.to_string().contains(words), "{errors}");
+        assert!(!a.body.contains(password));
+    }
+}
+
+#[test]
+fn given_ten_logins_over_http_when_limits_trip_then_429_with_headers_and_xff_changes_nothing() {
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for i in 0..10 {
+        let xff = format!("203.0.113.{i}");
+        let a = raw_http(
+            "POST",
+            "/api/auth/login",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", &xff),
+            ],
+            b"{}",
+        );
+        statuses.push(a.status);
+        last = Some(a);
+    }
+    assert_eq!(&statuses[..3], &[422, 422, 422], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        statuses[3..5].iter().all(|s| *s == 429 || *s == 422),
+        "{statuses:?}"
+    );
+    let a = last.expect("answer");
+    assert_problem(&a, 429);
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(a.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(
+        a.header("ratelimit-policy"),
+        Some("\"minute\";q=5;w=60, \"burst\";q=3;w=10")
+    );
+    assert!(
+        a.header("ratelimit")
+            .is_some_and(|v| v.contains("\"burst\";r="))
+    );
+}
