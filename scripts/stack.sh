@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 API_PORT=${API_PORT:-9000}
 MOTO_PORT=${MOTO_PORT:-5005}
+STRIPE_PORT=${STRIPE_PORT:-$((API_PORT + 3111))}
 RUN_DIR=$ROOT/.run/$API_PORT
 mkdir -p "$RUN_DIR"
 
@@ -37,6 +38,7 @@ lambda_env() {
     grep -v '^#' config/local.env
     grep -v '^#' .env
     echo "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT"
+    echo "STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT/"
     if [ -n "${EXTRA_ENV:-}" ]; then grep -v '^#' "$EXTRA_ENV"; fi
   } | grep -v '^\s*$' > "$f"
   echo "$f"
@@ -60,6 +62,16 @@ start_moto() {
   AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_tables.py template.yaml
 }
 
+start_stripe() {
+  log "starting the local Stripe stand-in on 127.0.0.1:$STRIPE_PORT"
+  local secret
+  secret=$(grep '^STRIPE_WEBHOOK_SECRET=' .env | cut -d= -f2- | cut -d, -f1)
+  STRIPE_WEBHOOK_SECRET=$secret .venv/bin/python scripts/stripe_standin.py --host 127.0.0.1 --port "$STRIPE_PORT" \
+    --webhook-url "http://127.0.0.1:$API_PORT/api/payments/webhook" > "$RUN_DIR/stripe.log" 2>&1 &
+  echo $! > "$RUN_DIR/stripe.pid"
+  wait_http "http://127.0.0.1:$STRIPE_PORT/_standin/health" 30
+}
+
 build() {
   log "building every function"
   cargo build --workspace --bins --quiet
@@ -81,7 +93,7 @@ start_watch() { # foreground|background
 }
 
 stop() {
-  for name in watch moto; do
+  for name in watch stripe moto; do
     local pidfile=$RUN_DIR/$name.pid
     if [ -f "$pidfile" ]; then
       local pid
@@ -96,7 +108,8 @@ stop() {
 banner() {
   cat <<MSG
 
-FlowBotz API on http://127.0.0.1:$API_PORT  (DynamoDB: moto on 127.0.0.1:$MOTO_PORT)
+FlowBotz API on http://127.0.0.1:$API_PORT
+  DynamoDB: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
 Routes:
 $(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^/  /')
 Try:
@@ -113,6 +126,7 @@ case "${1:-}" in
     trap 'exit 130' INT TERM
     stop
     start_moto
+    start_stripe
     build
     start_watch foreground
     banner
@@ -123,6 +137,7 @@ case "${1:-}" in
     secrets
     stop
     start_moto
+    start_stripe
     build
     start_watch background
     log "stack ready on http://127.0.0.1:$API_PORT"

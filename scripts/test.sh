@@ -8,6 +8,7 @@ export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 scripts/venv.sh
+[ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund --silent
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -20,7 +21,10 @@ cargo test --workspace --quiet
 
 step "template: sam validate --lint and cfn-lint"
 .venv/bin/sam validate --lint --template template.yaml
-.venv/bin/cfn-lint template.yaml
+.venv/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+
+step "template drift: each function's policy, tables and secrets against its code"
+.venv/bin/python -m unittest -q scripts/test_template.py
 
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
@@ -34,6 +38,7 @@ set -a; . config/local.env; set +a
 export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
 export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
+export FLOWBOTZ_STRIPE_URL=http://127.0.0.1:$((API_PORT + 3111))
 
 step "end-to-end tests over HTTP and API Gateway events"
 cargo test -p flowbotz-tests --features e2e --quiet

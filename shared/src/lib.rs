@@ -7,7 +7,8 @@
 //! [`error::ApiError`] rendered as RFC 9457 problem+json.
 //!
 //! Features: `accounts` adds password hashing, the password policy and the user store
-//! ([`accounts`]); `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
+//! ([`accounts`]); `payments` adds Stripe webhook verification and the event ledger
+//! ([`payments`]); `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
 //! wiring in `runtime`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -21,6 +22,8 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod log;
+#[cfg(feature = "payments")]
+pub mod payments;
 pub mod pipeline;
 pub mod ratelimit;
 #[cfg(feature = "dynamodb")]

@@ -1,0 +1,525 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flowbotz_security::clock::Clock;
+use flowbotz_security::guard::BodyKind;
+use flowbotz_security::pipeline::{body_bytes, json};
+use flowbotz_security::{
+    ApiError, Ctx, Endpoint, FieldError, Handler, HandlerResult, StoreFailure, validate,
+};
+use http::{HeaderMap, Method, StatusCode};
+use lambda_http::Request;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use validator::{Validate, ValidationError};
+
+use crate::provider::{IntentRequest, Intents, ProviderError, Settings};
+
+pub(crate) const ENDPOINT: Endpoint = Endpoint {
+    name: "payment-intent",
+    route: "/api/payments/create-payment-intent",
+    methods: &[Method::POST],
+    body: BodyKind::Json,
+    auth: true,
+    csrf: true,
+    per_user_limit: true,
+    store_failure: StoreFailure::Closed,
+    security_sensitive: true,
+};
+
+/// Without an `Idempotency-Key`, identical requests of one user within this many seconds are
+/// one intent, so a retried request cannot create a second one.
+const DERIVED_KEY_WINDOW_SECS: u64 = 600;
+
+fn id_with_prefix(value: &str, prefix: &str) -> bool {
+    value.len() <= 255
+        && value
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+fn customer_id(v: &str) -> Result<(), ValidationError> {
+    id_with_prefix(v, "cus_").then_some(()).ok_or_else(|| {
+        ValidationError::new("pattern")
+            .with_message("must look like cus_ followed by letters and digits".into())
+    })
+}
+
+fn payment_method_id(v: &str) -> Result<(), ValidationError> {
+    id_with_prefix(v, "pm_").then_some(()).ok_or_else(|| {
+        ValidationError::new("pattern")
+            .with_message("must look like pm_ followed by letters and digits".into())
+    })
+}
+
+fn metadata_rules(m: &HashMap<String, String>) -> Result<(), ValidationError> {
+    let fail = |msg: &'static str| Err(ValidationError::new("metadata").with_message(msg.into()));
+    if m.len() > 20 {
+        return fail("must have at most 20 keys");
+    }
+    for (k, v) in m {
+        if k.is_empty()
+            || k.len() > 40
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return fail("keys must be 1 to 40 characters of letters, digits, _ and -");
+        }
+        if k == "user_id" {
+            return fail("the key user_id is reserved");
+        }
+        if v.chars().count() > 500 {
+            return fail("values must be at most 500 characters");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Validate, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct IntentBody {
+    amount: Option<i64>,
+    currency: Option<String>,
+    #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
+    description: Option<String>,
+    #[validate(
+        email(message = "must be a valid email address"),
+        length(max = 254, message = "must be at most 254 characters")
+    )]
+    receipt_email: Option<String>,
+    #[validate(custom(function = "customer_id"))]
+    customer: Option<String>,
+    #[validate(custom(function = "payment_method_id"))]
+    payment_method: Option<String>,
+    #[validate(custom(function = "metadata_rules"))]
+    metadata: Option<HashMap<String, String>>,
+}
+
+pub(crate) struct PaymentIntent {
+    stripe: Option<Arc<dyn Intents>>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl PaymentIntent {
+    pub(crate) fn new(
+        stripe: Option<Arc<dyn Intents>>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            stripe,
+            clock,
+            settings,
+        }
+    }
+
+    fn check(&self, body: &IntentBody) -> Result<(), ApiError> {
+        let mut errors = match body.validate() {
+            Ok(()) => Vec::new(),
+            Err(e) => validate::field_errors(&e),
+        };
+        match body.amount {
+            None => errors.push(FieldError::new("amount", "is required")),
+            Some(a) if a < 50 || a > self.settings.max_amount => errors.push(FieldError::new(
+                "amount",
+                format!(
+                    "must be an integer from 50 to {} (minor units)",
+                    self.settings.max_amount
+                ),
+            )),
+            Some(_) => {}
+        }
+        match &body.currency {
+            None => errors.push(FieldError::new("currency", "is required")),
+            Some(c) if !self.settings.currencies.contains(c) => errors.push(FieldError::new(
+                "currency",
+                format!("must be one of {}", self.settings.currencies.join(", ")),
+            )),
+            Some(_) => {}
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            errors.sort_by(|a, b| a.field.cmp(&b.field));
+            Err(ApiError::Validation(errors))
+        }
+    }
+
+    /// The key sent to Stripe: the client's (scoped to the user, so two users' keys never
+    /// collide) or one derived from the user, the request and a ten-minute window.
+    fn idempotency_key(
+        &self,
+        headers: &HeaderMap,
+        user: &str,
+        body: &[u8],
+    ) -> Result<String, ApiError> {
+        let scoped = |parts: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p);
+            }
+            hex::encode(h.finalize())
+        };
+        match headers.get("idempotency-key") {
+            Some(v) => {
+                let key = v.as_bytes();
+                if key.is_empty()
+                    || key.len() > 255
+                    || !key.iter().all(|b| (0x21..=0x7e).contains(b))
+                {
+                    return Err(ApiError::BadRequest(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters.".into(),
+                    ));
+                }
+                Ok(format!("fbz-k-{}", scoped(&[user.as_bytes(), key])))
+            }
+            None => {
+                let window = (self.clock.now_s() / DERIVED_KEY_WINDOW_SECS).to_string();
+                Ok(format!(
+                    "fbz-d-{}",
+                    scoped(&[user.as_bytes(), body, window.as_bytes()])
+                ))
+            }
+        }
+    }
+}
+
+fn provider_error(e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Invalid { param, code } => {
+            let field = match param.as_deref() {
+                Some(
+                    p @ ("amount" | "currency" | "customer" | "payment_method" | "receipt_email"
+                    | "description"),
+                ) => p,
+                Some(p) if p.starts_with("metadata") => "metadata",
+                _ => "body",
+            };
+            let message = match code.as_deref() {
+                Some("amount_too_small") => "is below the minimum the payment provider accepts",
+                Some("amount_too_large") => "is above the maximum the payment provider accepts",
+                Some("resource_missing") => "does not exist at the payment provider",
+                _ => "was refused by the payment provider",
+            };
+            ApiError::Validation(vec![FieldError::new(field, message)])
+        }
+        ProviderError::IdempotencyConflict => ApiError::Validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "was already used with different parameters",
+        )]),
+        ProviderError::RateLimited => ApiError::ServiceUnavailable {
+            reason: "stripe rate limited".into(),
+            retry_after: 2,
+        },
+        ProviderError::Timeout => ApiError::GatewayTimeout("stripe".into()),
+        ProviderError::Unavailable(reason) => ApiError::BadGateway(reason),
+    }
+}
+
+impl Handler for PaymentIntent {
+    async fn handle(&self, req: Request, ctx: &mut Ctx) -> HandlerResult {
+        let user = ctx
+            .user_id
+            .clone()
+            .ok_or(ApiError::Unauthorized("no user"))?;
+        let raw = body_bytes(&req);
+        let body: IntentBody = validate::parse(raw)?;
+        self.check(&body)?;
+        let key = self.idempotency_key(req.headers(), &user, raw)?;
+        let Some(stripe) = &self.stripe else {
+            return Err(ApiError::ServiceUnavailable {
+                reason: "STRIPE_SECRET_KEY not configured".into(),
+                retry_after: 60,
+            });
+        };
+        let mut metadata = body.metadata.unwrap_or_default();
+        metadata.insert("user_id".into(), user.clone());
+        let request = IntentRequest {
+            amount: body.amount.unwrap_or_default(),
+            currency: body.currency.unwrap_or_default(),
+            description: body.description,
+            receipt_email: body.receipt_email,
+            customer: body.customer,
+            payment_method: body.payment_method,
+            metadata,
+        };
+        let started = std::time::Instant::now();
+        let result = stripe.create(&request, &key).await;
+        tracing::info!(request_id = %ctx.request_id, user_id = %user, upstream = "stripe", ok = result.is_ok(), latency_ms = started.elapsed().as_millis() as u64, "stripe create payment intent");
+        let intent = result.map_err(provider_error)?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": intent.id,
+                "client_secret": intent.client_secret,
+                "amount": intent.amount,
+                "currency": intent.currency,
+                "status": intent.status,
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::CreatedIntent;
+    use async_trait::async_trait;
+    use flowbotz_security::clock::ManualClock;
+    use flowbotz_security::session::Sessions;
+    use flowbotz_security::{Config, Environment, Pipeline};
+    use flowbotz_tests::events::{Event, SHAPES};
+    use lambda_http::Body;
+    use serde_json::{Value, json};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<(IntentRequest, String)>>,
+        fail: Option<ProviderError>,
+    }
+
+    #[async_trait]
+    impl Intents for Fake {
+        async fn create(
+            &self,
+            req: &IntentRequest,
+            key: &str,
+        ) -> Result<CreatedIntent, ProviderError> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push((req.clone(), key.to_string()));
+            if let Some(e) = &self.fail {
+                return Err(e.clone());
+            }
+            Ok(CreatedIntent {
+                id: "pi_fake".into(),
+                client_secret: "pi_fake_secret_x".into(),
+                amount: req.amount,
+                currency: req.currency.clone(),
+                status: "requires_payment_method".into(),
+            })
+        }
+    }
+
+    struct Setup {
+        pipeline: Pipeline,
+        handler: PaymentIntent,
+        fake: Arc<Fake>,
+        bearer: String,
+        csrf: String,
+    }
+
+    fn setup(fail: Option<ProviderError>) -> Setup {
+        let config = Arc::new(
+            Config::from_lookup(|k| match k {
+                "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
+                    Some("test-key-0123456789abcdef0123456789".into())
+                }
+                _ => None,
+            })
+            .expect("config"),
+        );
+        let clock = Arc::new(ManualClock::at_ms(1_800_000_000_000));
+        let sessions = Sessions::new(&config, clock.clone()).expect("sessions");
+        let bearer = sessions.issue_access_token("u-1").expect("token").token;
+        let csrf = sessions.issue_csrf("u-1").token;
+        let fake = Arc::new(Fake {
+            fail,
+            ..Default::default()
+        });
+        let settings = Settings::from_lookup(Environment::Development, |_| None).expect("settings");
+        let handler = PaymentIntent::new(Some(fake.clone()), clock, settings);
+        Setup {
+            pipeline: Pipeline::new(ENDPOINT, config).with_sessions(sessions),
+            handler,
+            fake,
+            bearer,
+            csrf,
+        }
+    }
+
+    async fn call(s: &Setup, body: &Value, extra: &[(&str, &str)], shape: usize) -> (u16, Value) {
+        let mut e = Event::new(
+            SHAPES[shape % 2],
+            "POST",
+            "/api/payments/create-payment-intent",
+        )
+        .header("Authorization", &format!("Bearer {}", s.bearer))
+        .header("X-CSRF-Token", &s.csrf)
+        .json_body(body);
+        for (k, v) in extra {
+            e = e.header(k, v);
+        }
+        let resp = s.pipeline.serve(e.request(), &s.handler).await;
+        let v = match resp.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap_or_default(),
+            _ => Value::Null,
+        };
+        (resp.status().as_u16(), v)
+    }
+
+    #[tokio::test]
+    async fn given_a_valid_request_when_creating_then_200_and_user_in_metadata() {
+        let s = setup(None);
+        let (status, v) = call(
+            &s,
+            &json!({"amount": 2000, "currency": "usd", "metadata": {"order": "o-1"}}),
+            &[],
+            0,
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["id"], "pi_fake");
+        assert_eq!(v["client_secret"], "pi_fake_secret_x");
+        let calls = s.fake.calls.lock().expect("lock");
+        assert_eq!(
+            calls[0].0.metadata.get("user_id").map(String::as_str),
+            Some("u-1")
+        );
+        assert_eq!(
+            calls[0].0.metadata.get("order").map(String::as_str),
+            Some("o-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn given_invalid_fields_when_creating_then_422_per_field_and_stripe_is_not_called() {
+        let s = setup(None);
+        for (body, field) in [
+            (json!({"amount": -100}), "amount"),
+            (json!({"amount": -100, "currency": "usd"}), "amount"),
+            (json!({"amount": 49, "currency": "usd"}), "amount"),
+            (json!({"amount": 1_000_001, "currency": "usd"}), "amount"),
+            (json!({"amount": "100", "currency": "usd"}), "amount"),
+            (json!({"amount": 100.5, "currency": "usd"}), "amount"),
+            (json!({"amount": 100, "currency": "jpy"}), "currency"),
+            (json!({"amount": 100, "currency": "USD"}), "currency"),
+            (
+                json!({"amount": 100, "currency": "usd", "customer": "cus_x' OR 1=1"}),
+                "customer",
+            ),
+            (
+                json!({"amount": 100, "currency": "usd", "payment_method": "card_123"}),
+                "payment_method",
+            ),
+            (
+                json!({"amount": 100, "currency": "usd", "receipt_email": "nope"}),
+                "receipt_email",
+            ),
+            (
+                json!({"amount": 100, "currency": "usd", "metadata": {"user_id": "someone-else"}}),
+                "metadata",
+            ),
+            (
+                json!({"amount": 100, "currency": "usd", "metadata": {"bad key!": "x"}}),
+                "metadata",
+            ),
+            (
+                json!({"amount": 100, "currency": "usd", "description": "x".repeat(1001)}),
+                "description",
+            ),
+        ] {
+            let (status, v) = call(&s, &body, &[], 0).await;
+            assert_eq!(status, 422, "{body}: {v}");
+            assert!(
+                v["errors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|e| e["field"] == field)),
+                "{body}: {v}"
+            );
+        }
+        let many: serde_json::Map<String, Value> =
+            (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let (status, _) = call(
+            &s,
+            &json!({"amount": 100, "currency": "usd", "metadata": many}),
+            &[],
+            1,
+        )
+        .await;
+        assert_eq!(status, 422);
+        let (status, _) = call(
+            &s,
+            &json!({"amount": 100, "currency": "usd", "admin": true}),
+            &[],
+            1,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(s.fake.calls.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn given_idempotency_keys_when_creating_then_scoped_per_user_and_derived_when_absent() {
+        let s = setup(None);
+        let body = json!({"amount": 2000, "currency": "eur"});
+        call(&s, &body, &[("Idempotency-Key", "order-42")], 0).await;
+        call(&s, &body, &[("Idempotency-Key", "order-42")], 1).await;
+        call(&s, &body, &[], 0).await;
+        call(&s, &body, &[], 1).await;
+        let (status, _) = call(&s, &body, &[("Idempotency-Key", &"x".repeat(256))], 0).await;
+        assert_eq!(status, 400);
+        let calls = s.fake.calls.lock().expect("lock");
+        assert_eq!(
+            calls[0].1, calls[1].1,
+            "the same client key is the same Stripe key"
+        );
+        assert_ne!(calls[0].1, "order-42", "client keys are scoped to the user");
+        assert_eq!(
+            calls[2].1, calls[3].1,
+            "a retried request without a key reuses the derived key"
+        );
+        assert_ne!(calls[0].1, calls[2].1);
+        assert!(calls.iter().all(|c| c.1.len() <= 255));
+    }
+
+    #[tokio::test]
+    async fn given_stripe_failures_when_creating_then_mapped_without_internals() {
+        for (err, status) in [
+            (
+                ProviderError::Invalid {
+                    param: Some("amount".into()),
+                    code: Some("amount_too_small".into()),
+                },
+                422,
+            ),
+            (ProviderError::IdempotencyConflict, 422),
+            (ProviderError::RateLimited, 503),
+            (ProviderError::Timeout, 504),
+            (
+                ProviderError::Unavailable(
+                    "stripe answered 401 (invalid_request_error) sk_test_leak".into(),
+                ),
+                502,
+            ),
+        ] {
+            let s = setup(Some(err));
+            let (got, v) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 0).await;
+            assert_eq!(got, status, "{v}");
+            assert!(!v.to_string().contains("sk_test"), "{v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_no_tokens_when_creating_then_401_and_403() {
+        let s = setup(None);
+        let e = Event::new(SHAPES[0], "POST", "/api/payments/create-payment-intent")
+            .json_body(&json!({"amount": -100}));
+        assert_eq!(
+            s.pipeline.serve(e.request(), &s.handler).await.status(),
+            401
+        );
+        let e = Event::new(SHAPES[1], "POST", "/api/payments/create-payment-intent")
+            .header("Authorization", &format!("Bearer {}", s.bearer))
+            .json_body(&json!({"amount": -100}));
+        assert_eq!(
+            s.pipeline.serve(e.request(), &s.handler).await.status(),
+            403
+        );
+    }
+}

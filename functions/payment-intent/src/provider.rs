@@ -1,0 +1,235 @@
+//! Creating PaymentIntents at Stripe through async-stripe, behind a small trait so the handler
+//! is tested without a network.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowbotz_security::config::{ConfigError, check_secret};
+use flowbotz_security::{Environment, Secret};
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::payment_intent::CreatePaymentIntent;
+
+/// The function's payment settings, from the environment.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `STRIPE_SECRET_KEY`: required outside development; without it in development the
+    /// endpoint answers 503.
+    pub(crate) secret_key: Option<Secret>,
+    /// `STRIPE_API_BASE`: Stripe's API base URL (the local stand-in in development).
+    pub(crate) api_base: Option<String>,
+    /// `PAYMENT_MAX_AMOUNT`: the largest amount in minor units (default 1,000,000).
+    pub(crate) max_amount: i64,
+    /// `PAYMENT_CURRENCIES`: allowed currencies, comma-separated (default usd,eur,gbp).
+    pub(crate) currencies: Vec<String>,
+    /// `STRIPE_TIMEOUT_MS`: bound on each Stripe request (default 5,000).
+    pub(crate) timeout: Duration,
+}
+
+impl Settings {
+    pub(crate) fn from_env(env: Environment) -> Result<Self, ConfigError> {
+        Self::from_lookup(env, |k| {
+            std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+        })
+    }
+
+    pub(crate) fn from_lookup(
+        env: Environment,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let secret_key = match get("STRIPE_SECRET_KEY") {
+            Some(k) => Some(check_secret("STRIPE_SECRET_KEY", k, env)?),
+            None if env.is_deployed() => {
+                return Err(ConfigError::Missing {
+                    var: "STRIPE_SECRET_KEY".into(),
+                    environment: env,
+                });
+            }
+            None => None,
+        };
+        let number = |var: &str, default: u64| -> Result<u64, ConfigError> {
+            get(var).map_or(Ok(default), |v| {
+                v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    var: var.into(),
+                    reason: "not a number".into(),
+                })
+            })
+        };
+        let currencies: Vec<String> = get("PAYMENT_CURRENCIES")
+            .unwrap_or_else(|| "usd,eur,gbp".into())
+            .split(',')
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if currencies
+            .iter()
+            .any(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_lowercase()))
+        {
+            return Err(ConfigError::Invalid {
+                var: "PAYMENT_CURRENCIES".into(),
+                reason: "three-letter ISO codes".into(),
+            });
+        }
+        Ok(Self {
+            secret_key,
+            api_base: get("STRIPE_API_BASE"),
+            max_amount: number("PAYMENT_MAX_AMOUNT", 1_000_000)? as i64,
+            currencies,
+            timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 5_000)?),
+        })
+    }
+}
+
+/// What the function asks Stripe to create.
+#[derive(Debug, Clone)]
+pub(crate) struct IntentRequest {
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) description: Option<String>,
+    pub(crate) receipt_email: Option<String>,
+    pub(crate) customer: Option<String>,
+    pub(crate) payment_method: Option<String>,
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+/// The parts of a created intent the client receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CreatedIntent {
+    pub(crate) id: String,
+    pub(crate) client_secret: String,
+    pub(crate) amount: i64,
+    pub(crate) currency: String,
+    pub(crate) status: String,
+}
+
+/// How a create failed, with only what is safe to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProviderError {
+    /// Stripe refused the request's parameters; `param` and `code` are Stripe's.
+    Invalid {
+        param: Option<String>,
+        code: Option<String>,
+    },
+    /// The idempotency key was used before with other parameters.
+    IdempotencyConflict,
+    /// Stripe rate-limited the account.
+    RateLimited,
+    /// The request did not complete in time.
+    Timeout,
+    /// Network failure, bad key, Stripe outage or an unreadable reply (for logs).
+    Unavailable(String),
+}
+
+#[async_trait]
+pub(crate) trait Intents: Send + Sync {
+    async fn create(
+        &self,
+        req: &IntentRequest,
+        idempotency_key: &str,
+    ) -> Result<CreatedIntent, ProviderError>;
+}
+
+/// Stripe through async-stripe.
+pub(crate) struct StripeIntents {
+    client: Client,
+}
+
+impl StripeIntents {
+    /// The client, or `None` when no key is configured (development only).
+    pub(crate) fn new(settings: &Settings) -> Result<Option<Self>, ConfigError> {
+        let Some(key) = &settings.secret_key else {
+            return Ok(None);
+        };
+        let mut builder = ClientBuilder::new(key.expose()).timeout(settings.timeout);
+        if let Some(base) = &settings.api_base {
+            let base = if base.ends_with('/') {
+                base.clone()
+            } else {
+                format!("{base}/")
+            };
+            builder = builder.url(base);
+        }
+        let client = builder.build().map_err(|_| ConfigError::Invalid {
+            var: "STRIPE_API_BASE".into(),
+            reason: "the Stripe client could not be built".into(),
+        })?;
+        Ok(Some(Self { client }))
+    }
+}
+
+fn classify(err: StripeError) -> ProviderError {
+    match err {
+        StripeError::Stripe(api, status) => {
+            let kind = api.type_.as_str().to_string();
+            match (status, kind.as_str()) {
+                (_, "idempotency_error") => ProviderError::IdempotencyConflict,
+                (429, _) => ProviderError::RateLimited,
+                (400 | 402 | 404, "invalid_request_error" | "card_error") => {
+                    ProviderError::Invalid {
+                        param: api.param.clone(),
+                        code: api.code.as_ref().map(|c| c.as_str().to_string()),
+                    }
+                }
+                (status, kind) => {
+                    ProviderError::Unavailable(format!("stripe answered {status} ({kind})"))
+                }
+            }
+        }
+        StripeError::Timeout => ProviderError::Timeout,
+        StripeError::ClientError(_) => {
+            ProviderError::Unavailable("network error reaching stripe".into())
+        }
+        StripeError::JSONDeserialize(_) => {
+            ProviderError::Unavailable("unreadable reply from stripe".into())
+        }
+        StripeError::ConfigError(_) => {
+            ProviderError::Unavailable("stripe client misconfigured".into())
+        }
+    }
+}
+
+#[async_trait]
+impl Intents for StripeIntents {
+    async fn create(
+        &self,
+        req: &IntentRequest,
+        idempotency_key: &str,
+    ) -> Result<CreatedIntent, ProviderError> {
+        let currency = req
+            .currency
+            .parse::<stripe_types::Currency>()
+            .map_err(|_| ProviderError::Invalid {
+                param: Some("currency".into()),
+                code: None,
+            })?;
+        let mut create =
+            CreatePaymentIntent::new(req.amount, currency).metadata(req.metadata.clone());
+        if let Some(d) = &req.description {
+            create = create.description(d);
+        }
+        if let Some(e) = &req.receipt_email {
+            create = create.receipt_email(e);
+        }
+        if let Some(c) = &req.customer {
+            create = create.customer(c);
+        }
+        if let Some(pm) = &req.payment_method {
+            create = create.payment_method(pm);
+        }
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|_| ProviderError::Unavailable("invalid idempotency key".into()))?;
+        let intent = create
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(classify)?;
+        Ok(CreatedIntent {
+            id: intent.id.as_str().to_string(),
+            client_secret: intent.client_secret.unwrap_or_default(),
+            amount: intent.amount,
+            currency: intent.currency.to_string(),
+            status: intent.status.as_str().to_string(),
+        })
+    }
+}
