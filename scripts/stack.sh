@@ -54,7 +54,7 @@ wait_http() { # url seconds
 
 start_moto() {
   log "starting moto_server (DynamoDB) on 127.0.0.1:$MOTO_PORT"
-  .venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN_DIR/moto.log" 2>&1 &
+  MOTO_PORT=$MOTO_PORT .venv/bin/python scripts/dynamodb_local.py 127.0.0.1 "$MOTO_PORT" > "$RUN_DIR/moto.log" 2>&1 &
   echo $! > "$RUN_DIR/moto.pid"
   wait_http "http://127.0.0.1:$MOTO_PORT/moto-api/" 30
   log "creating tables from template.yaml"
