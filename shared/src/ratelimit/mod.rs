@@ -4,13 +4,14 @@
 //! # Algorithm and error bound
 //!
 //! Each window is a sliding-window counter (see [`window`]): the estimate of requests in the
-//! last `W` is `current + floor(previous * (W - e) / W)` and a request is admitted while the
+//! last `W` is `current + ceil(previous * (W - e) / W)` and a request is admitted while the
 //! estimate is below the limit `L`. The estimate assumes the previous fixed window's requests
-//! were spread evenly; relative to an exact sliding log, the count of requests admitted in any
-//! interval of length `W` is at most `L + floor(L * e / W) < 2L` in the worst case (all of the
-//! previous window's requests at its very end) and exactly `L` when traffic is even. The burst
-//! window bounds that worst case further: at most `burst` requests in any 10-second fixed
-//! window plus its weighted predecessor.
+//! were spread evenly; when they were, or when they came early in it, no interval of length `W`
+//! holds more than `L` admitted requests. The exact error bound, for the worst case where all
+//! of the previous window's `p <= L` requests came at its very end: an interval of length `W`
+//! ending `e` into the current window holds at most `L + p - ceil(p * (W - e) / W)`
+//! `= L + floor(p * e / W) < 2L` admitted requests. The 10-second burst window caps how many of
+//! those can arrive together.
 //!
 //! # Exactness across instances
 //!

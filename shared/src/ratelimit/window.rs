@@ -3,8 +3,9 @@
 //! Each window of length `W` keeps the count of the current fixed window (`current`, for the
 //! window with number `index = now / W`) and the final count of the one before (`previous`).
 //! At `e` milliseconds into the current window, the estimate of requests in the sliding window
-//! `(now - W, now]` is `current + floor(previous * (W - e) / W)`; a request is admitted when
-//! the estimate is below the limit.
+//! `(now - W, now]` is `current + ceil(previous * (W - e) / W)`; a request is admitted when
+//! the estimate is below the limit. Rounding up keeps a just-full window closed until a whole
+//! request's share of it has slid out.
 //!
 //! A store applies a [`CounterUpdate`] atomically: each window's [`Step`] is a condition on the
 //! stored item plus a change. Conditions compare attributes with constants only, so DynamoDB
@@ -159,7 +160,7 @@ impl CounterUpdate {
 }
 
 fn weighted(previous: u32, spec: WindowSpec, elapsed_ms: u64) -> u64 {
-    u64::from(previous) * (spec.window_ms - elapsed_ms) / spec.window_ms
+    (u64::from(previous) * (spec.window_ms - elapsed_ms)).div_ceil(spec.window_ms)
 }
 
 /// The window as it stands at `now_ms`: rolled forward if its fixed window has passed.
@@ -241,8 +242,9 @@ pub fn plan(belief: Option<Window>, spec: WindowSpec, now_ms: u64) -> Option<Ste
             })
         }
         Some(w) if w.index + 1 == index => {
+            // The largest stored count c with ceil(c * (W - e) / W) <= limit - 1.
             let max_current =
-                (u64::from(spec.limit) * spec.window_ms - 1) / (spec.window_ms - elapsed);
+                (u64::from(spec.limit) - 1) * spec.window_ms / (spec.window_ms - elapsed);
             let max_current = max_current.min(u64::from(u32::MAX - 1)) as u32;
             (w.current <= max_current).then_some(Step::Roll {
                 from: w.index,
@@ -290,9 +292,9 @@ mod tests {
         let mut item = None;
         let admitted = (0..10).filter(|_| run(&mut item, T0)).count();
         assert_eq!(admitted, 5);
-        // 30 s into the next window, half of the previous 5 still count: floor(2.5) = 2.
+        // 30 s into the next window, half of the previous 5 still count: ceil(2.5) = 3.
         let admitted = (0..10).filter(|_| run(&mut item, T0 + 90_000)).count();
-        assert_eq!(admitted, 3);
+        assert_eq!(admitted, 2);
         // Two windows later nothing remains.
         let admitted = (0..10).filter(|_| run(&mut item, T0 + 240_000)).count();
         assert_eq!(admitted, 5);
