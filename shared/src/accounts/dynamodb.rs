@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::{Failures, UserRecord, UserStore, failure_key};
 use crate::ratelimit::StoreError;
-use crate::store::dynamodb::{PK, TTL_ATTRIBUTE};
+use crate::store::dynamodb::{PK, TTL_ATTRIBUTE, n, number, s, text, unavailable};
 
 /// Accounts on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -39,14 +39,6 @@ impl DynamoUserStore {
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
 fn key(pk: String) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_string(), s(pk))])
 }
@@ -63,14 +55,6 @@ fn failure_pk(email: &str) -> String {
     format!("loginfail#{}", failure_key(email))
 }
 
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name)?.as_s().ok().cloned()
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
 fn to_user(item: &HashMap<String, AttributeValue>) -> Option<UserRecord> {
     Some(UserRecord {
         user_id: text(item, "user_id")?,
@@ -85,15 +69,6 @@ fn to_failures(item: &HashMap<String, AttributeValue>) -> Failures {
     Failures {
         count: number(item, "failures").unwrap_or(0) as u32,
         since_s: number(item, "since").unwrap_or(0),
-    }
-}
-
-fn unavailable<E: std::error::Error + 'static>(
-    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> StoreError {
-    match err {
-        SdkError::TimeoutError(_) => StoreError::Timeout,
-        other => StoreError::Unavailable(DisplayErrorContext(other).to_string()),
     }
 }
 

@@ -8,18 +8,16 @@
 //! request; payment updates are conditional on the event being new and not older than the
 //! last one applied, so a retried or reordered delivery never applies twice or goes back.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use super::{Claim, EventLedger, PaymentRecord, PaymentUpdate};
 use crate::ratelimit::StoreError;
-use crate::store::dynamodb::{PK, TTL_ATTRIBUTE};
+use crate::store::dynamodb::{PK, TTL_ATTRIBUTE, n, number, s, text, unavailable};
 
 /// The ledger on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -35,31 +33,6 @@ impl DynamoLedger {
             client,
             table: table.into(),
         }
-    }
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name)?.as_s().ok().cloned()
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-fn unavailable<E: std::error::Error + 'static>(
-    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> StoreError {
-    match err {
-        SdkError::TimeoutError(_) => StoreError::Timeout,
-        other => StoreError::Unavailable(DisplayErrorContext(other).to_string()),
     }
 }
 

@@ -66,8 +66,24 @@ impl DynamoRateLimitStore {
     }
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+/// A string attribute.
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// A number attribute.
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
+}
+
+/// A string attribute of an item.
+pub(crate) fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name)?.as_s().ok().cloned()
+}
+
+/// A whole-number attribute of an item.
+pub(crate) fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 fn names(slot: usize) -> [String; 3] {
@@ -153,31 +169,28 @@ fn expressions(
     )
 }
 
-fn num(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
 /// Reads a counter item from DynamoDB attributes.
 fn from_item(item: &HashMap<String, AttributeValue>) -> CounterItem {
     let mut out = CounterItem {
-        blocked_until_s: num(item, BLOCKED),
+        blocked_until_s: number(item, BLOCKED),
         ..Default::default()
     };
     for slot in 0..SLOTS {
         let [wi, wc, wp] = names(slot);
-        if let Some(index) = num(item, &wi) {
+        if let Some(index) = number(item, &wi) {
             out.windows[slot] = Some(Window {
                 index,
-                current: num(item, &wc).unwrap_or(0) as u32,
-                previous: num(item, &wp).unwrap_or(0) as u32,
+                current: number(item, &wc).unwrap_or(0) as u32,
+                previous: number(item, &wp).unwrap_or(0) as u32,
             });
         }
     }
     out
 }
 
-fn unavailable<E: std::error::Error + 'static>(
-    err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+/// A store error from an SDK error: timeouts apart, the rest as text for the log.
+pub(crate) fn unavailable<E: std::error::Error + 'static>(
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> StoreError {
     match err {
         SdkError::TimeoutError(_) => StoreError::Timeout,
@@ -216,7 +229,7 @@ impl RateLimitStore for DynamoRateLimitStore {
                 };
                 Ok(UpdateOutcome::ConditionFailed(item))
             }
-            Err(err) => Err(unavailable(&err)),
+            Err(err) => Err(unavailable(err)),
         }
     }
 
@@ -246,7 +259,7 @@ impl RateLimitStore for DynamoRateLimitStore {
             .set_transact_items(Some(items))
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
