@@ -21,6 +21,9 @@ lint: ## Formatting, clippy and the template only
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	scripts/venv.sh && SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml
 
+mutants: ## Mutation testing of the security modules (cargo-mutants; slow, not in CI)
+	@scripts/mutants.sh
+
 clean: ## Remove build output and the local stack's state
 	cargo clean
 	rm -rf .run

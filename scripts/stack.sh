@@ -111,7 +111,7 @@ banner() {
 FlowBotz API on http://127.0.0.1:$API_PORT
   DynamoDB: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
 Routes:
-$(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^/  /')
+$(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^"\(.*\)" = "\(.*\)"/  http:\/\/127.0.0.1:'"$API_PORT"'\1  ->  \2/')
 Try:
   curl -i http://127.0.0.1:$API_PORT/api/health
 Stop with Ctrl-C.
