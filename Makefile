@@ -1,7 +1,7 @@
 # FlowBotz secure API. Needs only Rust, Python 3, Node.js, make and git; everything else is
 # installed into .venv/ on first use.
 
-.PHONY: run test stop lint bench mutants clean help
+.PHONY: run test stop lint build bench mutants clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -20,6 +20,9 @@ lint: ## Formatting, clippy and the template only
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	scripts/venv.sh && SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml
+
+build: ## sam build every function for x86_64 with the native compiler (slow, not in CI)
+	@scripts/sam-build.sh
 
 mutants: ## Mutation testing of the security modules (cargo-mutants; slow, not in CI)
 	@scripts/mutants.sh
