@@ -50,3 +50,74 @@ impl Handler for Health {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowbotz_security::Pipeline;
+    use flowbotz_security::clock::ManualClock;
+    use flowbotz_security::headers::SECURITY_HEADERS;
+    use flowbotz_security::ratelimit::RateLimiter;
+    use flowbotz_security::ratelimit::memory::MemoryStore;
+    use flowbotz_tests::events::{Event, SHAPES};
+    use lambda_http::Body;
+    use std::sync::Arc;
+
+    fn setup() -> (Pipeline, Health) {
+        let config = Arc::new(Config::from_lookup(|_| None).expect("config"));
+        let limiter = RateLimiter::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(ManualClock::at_ms(1_800_000_000_000)),
+            config.block,
+            config.endpoints.keys().copied(),
+            config.store_timeout,
+        );
+        let health = Health::new(&config);
+        (
+            Pipeline::new(ENDPOINT, config).with_limiter(Arc::new(limiter)),
+            health,
+        )
+    }
+
+    #[tokio::test]
+    async fn given_rest_and_http_events_when_checking_health_then_200_with_every_header() {
+        let (p, h) = setup();
+        for shape in SHAPES {
+            let resp = p
+                .serve(Event::new(shape, "GET", "/api/health").request(), &h)
+                .await;
+            assert_eq!(resp.status(), 200);
+            for (name, value) in SECURITY_HEADERS {
+                assert_eq!(resp.headers()[name], value);
+            }
+            assert_eq!(resp.headers()["ratelimit-policy"], "\"minute\";q=100;w=60");
+            let Body::Text(body) = resp.body() else {
+                panic!("text body")
+            };
+            let v: serde_json::Value = serde_json::from_str(body).expect("json");
+            assert_eq!(
+                v,
+                serde_json::json!({"status": "ok", "environment": "development", "version": env!("CARGO_PKG_VERSION")})
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn given_bad_requests_when_checking_health_then_problem_json_with_headers() {
+        let (p, h) = setup();
+        for (shape, method, path, status) in [
+            (SHAPES[0], "POST", "/api/health", 405),
+            (SHAPES[1], "TRACE", "/api/health", 405),
+            (SHAPES[0], "GET", "/api/health/..%2f..%2fetc%2fpasswd", 400),
+            (SHAPES[1], "GET", "/api/health?x=%00", 400),
+            (SHAPES[0], "GET", "/api/elsewhere", 404),
+        ] {
+            let resp = p.serve(Event::new(shape, method, path).request(), &h).await;
+            assert_eq!(resp.status(), status, "{method} {path}");
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+            assert_eq!(resp.headers()["x-frame-options"], "DENY");
+        }
+        let big = Event::new(SHAPES[1], "GET", "/api/health").body(&"a".repeat(1024));
+        assert_eq!(p.serve(big.request(), &h).await.status(), 413);
+    }
+}
