@@ -121,6 +121,8 @@ mod tests {
         );
         assert_eq!(h[header::VARY], "Origin");
         assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+        assert_eq!(h[header::ALLOW], "POST, OPTIONS");
+        assert_eq!(cors().allow_header(), "POST, OPTIONS");
     }
 
     #[test]

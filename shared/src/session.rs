@@ -436,6 +436,121 @@ mod tests {
         assert!(s.verify_csrf(&t, "alice").is_err(), "expired");
     }
 
+    fn signed(key: &str, kid: Option<String>, claims: &Claims) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = kid;
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(key.as_bytes())).expect("encode")
+    }
+
+    fn claims_at(now: u64) -> Claims {
+        Claims {
+            sub: "u".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 60,
+            iss: "flowbotz-api".into(),
+            aud: "flowbotz-clients".into(),
+            jti: "j".into(),
+        }
+    }
+
+    #[test]
+    fn given_claim_edges_when_verifying_then_leeway_is_exact_and_empty_claims_refused() {
+        let (s, clock) = sessions(KEY, None);
+        let kid = Some(s.inner.current.kid.clone());
+        let now = T0 / 1000;
+        let ok = signed(KEY, kid.clone(), &claims_at(now));
+        clock.set_ms((now + 60 + LEEWAY_SECS - 1) * 1000);
+        assert!(s.verify_access_token(&ok).is_ok(), "inside the leeway");
+        clock.set_ms((now + 60 + LEEWAY_SECS) * 1000);
+        assert!(s.verify_access_token(&ok).is_err(), "past the leeway");
+        clock.set_ms(T0);
+        let future = Claims {
+            nbf: now + LEEWAY_SECS + 1,
+            ..claims_at(now)
+        };
+        assert!(
+            s.verify_access_token(&signed(KEY, kid.clone(), &future))
+                .is_err()
+        );
+        let soon = Claims {
+            nbf: now + LEEWAY_SECS,
+            ..claims_at(now)
+        };
+        assert!(
+            s.verify_access_token(&signed(KEY, kid.clone(), &soon))
+                .is_ok()
+        );
+        let no_sub = Claims {
+            sub: String::new(),
+            ..claims_at(now)
+        };
+        assert!(
+            s.verify_access_token(&signed(KEY, kid.clone(), &no_sub))
+                .is_err()
+        );
+        let no_jti = Claims {
+            jti: String::new(),
+            ..claims_at(now)
+        };
+        assert!(s.verify_access_token(&signed(KEY, kid, &no_jti)).is_err());
+        assert!(
+            s.verify_access_token(&signed(KEY, None, &claims_at(now)))
+                .is_err(),
+            "a kid is required"
+        );
+    }
+
+    #[test]
+    fn given_a_rotation_when_kids_do_not_match_their_keys_then_refused() {
+        let old_key = "previous-jwt-key-0123456789abcdef-xyz";
+        let (s, _) = sessions(KEY, Some(old_key));
+        let now = T0 / 1000;
+        let previous_kid = s.inner.previous.as_ref().map(|p| p.kid.clone());
+        assert!(
+            s.verify_access_token(&signed(old_key, previous_kid.clone(), &claims_at(now)))
+                .is_ok()
+        );
+        assert!(
+            s.verify_access_token(&signed(
+                old_key,
+                Some("someone-elses".into()),
+                &claims_at(now)
+            ))
+            .is_err()
+        );
+        assert!(
+            s.verify_access_token(&signed(KEY, previous_kid, &claims_at(now)))
+                .is_err()
+        );
+        assert!(!format!("{s:?}").contains(KEY) && format!("{s:?}").starts_with("Sessions"));
+        let mut empty = HeaderMap::new();
+        empty.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer    "),
+        );
+        assert!(s.authenticate(&empty).is_err());
+    }
+
+    #[test]
+    fn given_a_correctly_signed_csrf_token_expiring_too_late_when_verifying_then_refused() {
+        let (s, _) = sessions(KEY, None);
+        let now = T0 / 1000;
+        let forge = |expires: u64| {
+            let tag = B64.encode(s.csrf_mac("u", expires, "n").finalize().into_bytes());
+            format!("v1.{expires}.n.{tag}")
+        };
+        assert!(s.verify_csrf(&forge(now + 3600), "u").is_ok());
+        assert!(s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS), "u").is_ok());
+        assert!(
+            s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS + 1), "u")
+                .is_err(),
+            "beyond the lifetime"
+        );
+        assert!(s.verify_csrf(&forge(now), "u").is_err(), "expired at now");
+        assert!(s.verify_csrf(&forge(now + 1), "u").is_ok());
+    }
+
     #[test]
     fn given_origins_when_checking_csrf_then_cross_site_is_refused() {
         let (s, _) = sessions(KEY, None);
