@@ -298,6 +298,8 @@ mod tests {
         let v = "x".repeat(MAX_QUERY_BYTES);
         assert!(check_query_values([("k", v.as_str())].into_iter()).is_err());
         assert!(check_query("a=b%5cc").is_err(), "an encoded backslash");
+        assert!(check_query("a=x%0ay").is_err(), "LF alone");
+        assert!(check_path("/api/x%0d").is_err(), "CR alone");
         assert!(
             check_query("a=b\\c").is_ok(),
             "a literal backslash in a query value is data"

@@ -369,6 +369,15 @@ mod tests {
             HeaderValue::from_static("Basic dTpw"),
         );
         assert!(s.authenticate(&basic).is_err());
+        let mut other_scheme = HeaderMap::new();
+        other_scheme.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Token {good}")).expect("h"),
+        );
+        assert!(
+            s.authenticate(&other_scheme).is_err(),
+            "a valid token under another scheme"
+        );
         clock.advance_ms(3601 * 1000 + LEEWAY_SECS * 1000);
         assert!(s.authenticate(&bearer(&good)).is_err(), "expired");
     }
