@@ -26,6 +26,9 @@ step "template: sam validate --lint and cfn-lint"
 step "template drift: each function's policy, tables and secrets against its code"
 .venv/bin/python -m unittest -q scripts/test_template.py
 
+step "OpenAPI document: valid 3.1, in step with the router, the template and the functions"
+.venv/bin/python -m unittest -q scripts/test_openapi.py
+
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
 
