@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check of the project, as CI runs it: formatting, lints, unit and fixture tests, the
-# template, then the end-to-end suite against a local stack it starts and stops itself.
+# template and the OpenAPI document, then the end-to-end suite against a local stack it starts
+# and stops itself, and last the OpenAPI fuzz run against a stack of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
@@ -50,5 +51,9 @@ step "store outage: auth fails closed, health fails open"
 kill "$(cat .run/$API_PORT/moto.pid)" 2>/dev/null || true
 rm -f .run/$API_PORT/moto.pid
 cargo test -p flowbotz-tests --features e2e-outage --test e2e_outage --quiet
+scripts/stack.sh stop
+
+step "OpenAPI fuzzing: schemathesis, every check, against a stack of its own"
+scripts/fuzz.sh
 
 step "all checks passed"
