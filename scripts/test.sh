@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check of the project, as CI runs it: formatting, lints, unit and fixture tests, the
-# template and the OpenAPI document, then the end-to-end suite against a local stack it starts
-# and stops itself, and last the OpenAPI fuzz run against a stack of its own.
+# template and the OpenAPI document, then the end-to-end and attack suites and the security
+# header grade against a local stack it starts and stops itself, and last the OpenAPI fuzz run
+# against a stack of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
@@ -9,7 +10,9 @@ export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 scripts/venv.sh
-[ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund --silent
+# --ignore-scripts: the MDN HTTP Observatory's install scripts download lists (observatory.sh).
+[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] ||
+  npm ci --ignore-scripts --no-audit --no-fund --silent
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -44,8 +47,11 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
 export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
 export FLOWBOTZ_STRIPE_URL=http://127.0.0.1:$((API_PORT + 3111))
 
-step "end-to-end tests over HTTP and API Gateway events"
+step "end-to-end and attack tests over HTTP and API Gateway events"
 cargo test -p flowbotz-tests --features e2e --quiet
+
+step "security headers graded by the MDN HTTP Observatory"
+scripts/observatory.sh "$FLOWBOTZ_API_URL/api/health"
 
 step "store outage: auth fails closed, health fails open"
 kill "$(cat .run/$API_PORT/moto.pid)" 2>/dev/null || true
