@@ -216,7 +216,13 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
         Category::Data => {
             let msg = err.to_string();
             if let Some(name) = quoted(&msg, "unknown field `") {
-                return ApiError::BadRequest(format!("Unknown field `{}`.", join(path, &name)));
+                // The path of an unknown field already ends with the field itself.
+                let field = if path == name || path.ends_with(&format!(".{name}")) {
+                    path.to_string()
+                } else {
+                    join(path, &name)
+                };
+                return ApiError::BadRequest(format!("Unknown field `{field}`."));
             }
             if let Some(name) = quoted(&msg, "duplicate field `") {
                 return ApiError::BadRequest(format!("Duplicate field `{}`.", join(path, &name)));
@@ -486,6 +492,26 @@ mod tests {
         assert_eq!(distinct.tags.map(|t| t.len()), Some(2));
         let nested: Result<serde_json::Value, _> = parse(br#"[{"a":[{"b":1,"b":1}]}]"#);
         assert_eq!(nested.unwrap_err().status(), 400);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Vec<Login>,
+    }
+
+    #[test]
+    fn given_unknown_fields_at_any_depth_when_parsing_then_400_naming_the_path_once() {
+        let detail = |body: &str| match parse::<Outer>(body.as_bytes()) {
+            Err(ApiError::BadRequest(d)) => d,
+            other => panic!("400 expected, got {other:?}"),
+        };
+        assert_eq!(detail(r#"{"admin":true}"#), "Unknown field `admin`.");
+        assert_eq!(
+            detail(r#"{"inner":[{"email":"a@b.c","role":"x"}]}"#),
+            "Unknown field `inner[0].role`."
+        );
     }
 
     #[test]
