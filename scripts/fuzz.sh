@@ -3,7 +3,7 @@
 # its own (other ports, rate limits raised through tests/fuzz/limits.env for this stack only).
 #
 #   scripts/fuzz.sh                    start the fuzz stack, fuzz, stop it
-#   FUZZ_EXAMPLES=200 scripts/fuzz.sh  more test cases per operation and phase (default 60)
+#   FUZZ_EXAMPLES=200 scripts/fuzz.sh  more test cases per operation and phase (default 100)
 #   FUZZ_SEED=123 scripts/fuzz.sh      replay a run (every run prints its seed)
 #
 # Auth, CSRF and webhook signatures come from tests/fuzz/hooks.py; the configuration is
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export API_PORT=${FUZZ_API_PORT:-9200} MOTO_PORT=${FUZZ_MOTO_PORT:-5205}
 export EXTRA_ENV=$PWD/tests/fuzz/limits.env
-EXAMPLES=${FUZZ_EXAMPLES:-60}
+EXAMPLES=${FUZZ_EXAMPLES:-100}
 OUT=.run/fuzz
 mkdir -p "$OUT"
 
