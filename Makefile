@@ -1,7 +1,7 @@
 # FlowBotz secure API. Needs only Rust, Python 3, Node.js, make and git; everything else is
 # installed into .venv/ on first use.
 
-.PHONY: run test stop lint build bench mutants clean help
+.PHONY: run test fuzz stop lint build bench mutants clean help
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -9,12 +9,16 @@ help: ## List the targets
 run: ## Serve the whole API on http://127.0.0.1:9000 with local DynamoDB, Stripe and AI stand-ins
 	@scripts/stack.sh run
 
-test: ## Run every check: fmt, clippy, unit, fixture, template, end-to-end
+test: ## Run every check: fmt, clippy, unit, fixture, template, OpenAPI, end-to-end, attacks, headers, fuzz
 	@scripts/test.sh
+
+fuzz: ## The OpenAPI fuzz run alone (schemathesis against its own stack; FUZZ_EXAMPLES, FUZZ_SEED)
+	@scripts/fuzz.sh
 
 stop: ## Stop a stack left running by an interrupted test run
 	@scripts/stack.sh stop
 	@API_PORT=9100 scripts/stack.sh stop
+	@API_PORT=9200 scripts/stack.sh stop
 
 lint: ## Formatting, clippy and the template only
 	cargo fmt --all -- --check

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every check of the project, as CI runs it: formatting, lints, unit and fixture tests, the
-# template, then the end-to-end suite against a local stack it starts and stops itself.
+# template and the OpenAPI document, then the end-to-end and attack suites and the security
+# header grade against a local stack it starts and stops itself, and last the OpenAPI fuzz run
+# against a stack of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
@@ -8,7 +10,9 @@ export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 
 scripts/venv.sh
-[ -d node_modules/stripe ] || npm ci --ignore-scripts --no-audit --no-fund --silent
+# --ignore-scripts: the MDN HTTP Observatory's install scripts download lists (observatory.sh).
+[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] ||
+  npm ci --ignore-scripts --no-audit --no-fund --silent
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,6 +30,9 @@ step "template: sam validate --lint and cfn-lint"
 step "template drift: each function's policy, tables and secrets against its code"
 .venv/bin/python -m unittest -q scripts/test_template.py
 
+step "OpenAPI document: valid 3.1, in step with the router, the template and the functions"
+.venv/bin/python -m unittest -q scripts/test_openapi.py
+
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
 
@@ -40,12 +47,19 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
 export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
 export FLOWBOTZ_STRIPE_URL=http://127.0.0.1:$((API_PORT + 3111))
 
-step "end-to-end tests over HTTP and API Gateway events"
+step "end-to-end and attack tests over HTTP and API Gateway events"
 cargo test -p flowbotz-tests --features e2e --quiet
+
+step "security headers graded by the MDN HTTP Observatory"
+scripts/observatory.sh "$FLOWBOTZ_API_URL/api/health"
 
 step "store outage: auth fails closed, health fails open"
 kill "$(cat .run/$API_PORT/moto.pid)" 2>/dev/null || true
 rm -f .run/$API_PORT/moto.pid
 cargo test -p flowbotz-tests --features e2e-outage --test e2e_outage --quiet
+scripts/stack.sh stop
+
+step "OpenAPI fuzzing: schemathesis, every check, against a stack of its own"
+scripts/fuzz.sh
 
 step "all checks passed"

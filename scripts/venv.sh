@@ -6,7 +6,7 @@ req=scripts/requirements.txt
 stamp=.venv/.installed-$(sha256sum "$req" | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 echo "==> installing local tooling into .venv/ (first run only)"
-python3 -m venv .venv
+[ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
 rm -f .venv/.installed-*

@@ -33,7 +33,18 @@ pub fn unique_ip() -> String {
     )
 }
 
-/// An event under construction.
+/// A distinct request id per call, so that each invocation's log line can be found.
+pub fn unique_request_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("e2e-{:x}-{n:x}-{nanos:x}", std::process::id())
+}
+
+/// An event under construction, from a unique client IP with a unique request id.
 #[derive(Debug, Clone)]
 pub struct Event {
     shape: Shape,
@@ -98,7 +109,16 @@ impl Event {
                 http.insert("path".into(), json!(path));
             }
         }
-        Self { shape, value }.source_ip(&unique_ip())
+        Self { shape, value }
+            .source_ip(&unique_ip())
+            .request_id(&unique_request_id())
+    }
+
+    /// Sets the request id API Gateway assigned (`requestContext.requestId`).
+    pub fn request_id(mut self, id: &str) -> Self {
+        let ctx = obj(obj(&mut self.value).get_mut("requestContext").expect("ctx"));
+        ctx.insert("requestId".into(), json!(id));
+        self
     }
 
     /// Sets the client IP API Gateway saw.

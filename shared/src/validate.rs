@@ -1,11 +1,19 @@
 //! Typed input: JSON bodies parsed into structs with a nesting limit, unknown and duplicate
 //! fields refused, then checked with `validator`.
 //!
-//! Syntax problems (invalid UTF-8 or JSON, nesting deeper than [`MAX_DEPTH`], unknown or
-//! duplicate fields) are 400; a well-formed body with wrong types, missing fields or values
-//! outside their rules is 422 with one error per field. Messages never echo submitted values.
+//! Syntax problems (invalid UTF-8 or JSON, nesting deeper than [`MAX_DEPTH`], unknown fields,
+//! a key repeated in any object at any depth) are 400; a well-formed body with wrong types,
+//! missing fields or values outside their rules is 422 with one error per field. Messages never
+//! echo submitted values.
+//!
+//! Integer fields read JSON numbers as JSON's data model has them: `885` and `885.0` are the
+//! same number (see [`integer`]); fractions, strings and values out of range are 422.
 
-use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use crate::error::{ApiError, FieldError};
@@ -36,13 +44,165 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "The JSON body is nested deeper than {MAX_DEPTH} levels."
         )));
     }
+    let unique = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, UniqueKeys>(unique).map_err(path_error)?;
     let de = &mut serde_json::Deserializer::from_str(text);
-    let result = serde_path_to_error::deserialize(de);
-    result.map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        classify(&path, &inner)
-    })
+    serde_path_to_error::deserialize(de).map_err(path_error)
+}
+
+fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    classify(&path, &inner)
+}
+
+/// Any JSON value, refusing an object that repeats a key, at any depth. A struct refuses its
+/// own repeated fields, but a map (such as payment metadata) would keep the last value and an
+/// inner object would be skipped unread, so parsers that disagree on which value wins could
+/// be played against each other.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+/// Integer fields that accept a JSON number with no fractional part whatever its spelling
+/// (`885`, `885.0`, `8.85e2`), as JSON's data model and JSON Schema's `integer` do. A fraction,
+/// a float beyond 2^53 (where it no longer names one integer), a string or a value outside the
+/// field's type is refused, so nothing is ever rounded or truncated.
+///
+/// Use `#[serde(deserialize_with = "integer::required")]`, or
+/// `#[serde(default, deserialize_with = "integer::optional")]` on an `Option` (where `null`
+/// is the same as a missing field).
+pub mod integer {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+    /// Largest magnitude up to which every integer has an exact `f64`.
+    const EXACT_F64: f64 = 9_007_199_254_740_992.0;
+
+    struct Integral<T>(PhantomData<T>);
+
+    impl<T: TryFrom<i128>> Integral<T> {
+        fn fit<E: de::Error>(&self, v: i128, unexpected: Unexpected<'_>) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(unexpected, self))
+        }
+    }
+
+    impl<'de, T: TryFrom<i128>> Visitor<'de> for Integral<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            self.fit(i128::from(v), Unexpected::Signed(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            self.fit(i128::from(v), Unexpected::Unsigned(v))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            if v.fract() != 0.0 || !v.is_finite() {
+                return Err(E::invalid_type(Unexpected::Float(v), &self));
+            }
+            if v.abs() > EXACT_F64 {
+                return Err(E::invalid_value(Unexpected::Float(v), &self));
+            }
+            // Exact: an integral f64 no larger than 2^53 in magnitude.
+            self.fit(v as i128, Unexpected::Float(v))
+        }
+    }
+
+    struct Optional<T>(PhantomData<T>);
+
+    impl<'de, T: TryFrom<i128>> Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            d.deserialize_any(Integral(PhantomData)).map(Some)
+        }
+    }
+
+    /// An integer field.
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_any(Integral(PhantomData))
+    }
+
+    /// An optional integer field; `null` is `None`.
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(Optional(PhantomData))
+    }
 }
 
 fn classify(path: &str, err: &serde_json::Error) -> ApiError {
@@ -56,7 +216,13 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
         Category::Data => {
             let msg = err.to_string();
             if let Some(name) = quoted(&msg, "unknown field `") {
-                return ApiError::BadRequest(format!("Unknown field `{}`.", join(path, &name)));
+                // The path of an unknown field already ends with the field itself.
+                let field = if path == name || path.ends_with(&format!(".{name}")) {
+                    path.to_string()
+                } else {
+                    join(path, &name)
+                };
+                return ApiError::BadRequest(format!("Unknown field `{field}`."));
             }
             if let Some(name) = quoted(&msg, "duplicate field `") {
                 return ApiError::BadRequest(format!("Duplicate field `{}`.", join(path, &name)));
@@ -90,7 +256,7 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
 
 fn sanitize_expected(e: &str) -> String {
     match e {
-        e if e.starts_with("u") || e.starts_with("i") => "an integer".into(),
+        e if e.starts_with("u") || e.starts_with("i") || e == "an integer" => "an integer".into(),
         e if e.starts_with("f") => "a number".into(),
         "a string" | "a boolean" | "a sequence" | "a map" => e.into(),
         e if e.starts_with("struct") => "an object".into(),
@@ -239,6 +405,113 @@ mod tests {
         );
         let err = json::<Payment>(br#"{"amount":1.5}"#).unwrap_err();
         assert!(matches!(err, ApiError::Validation(ref f) if f[0].field == "amount"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Counts {
+        #[serde(deserialize_with = "integer::required")]
+        n: i64,
+        #[serde(default, deserialize_with = "integer::optional")]
+        small: Option<u32>,
+        #[serde(default)]
+        tags: Option<std::collections::HashMap<String, String>>,
+    }
+
+    fn counts(body: &str) -> Result<Counts, ApiError> {
+        parse(body.as_bytes())
+    }
+
+    fn field_message(r: Result<Counts, ApiError>) -> (String, String) {
+        match r {
+            Err(ApiError::Validation(f)) => (f[0].field.clone(), f[0].message.clone()),
+            other => panic!("422 expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn given_integral_numbers_in_any_spelling_when_parsing_integers_then_the_same_value() {
+        for body in [
+            r#"{"n":885}"#,
+            r#"{"n":885.0}"#,
+            r#"{"n":8.85e2}"#,
+            r#"{"n":885,"small":null}"#,
+        ] {
+            let c = counts(body).expect(body);
+            assert_eq!(c.n, 885, "{body}");
+            assert_eq!(c.small, None, "{body}");
+        }
+        assert_eq!(counts(r#"{"n":1,"small":7.0}"#).expect("ok").small, Some(7));
+        assert_eq!(counts(r#"{"n":-0.0}"#).expect("ok").n, 0);
+    }
+
+    #[test]
+    fn given_fractions_strings_or_out_of_range_numbers_when_parsing_integers_then_422_without_rounding()
+     {
+        assert_eq!(
+            field_message(counts(r#"{"n":885.5}"#)),
+            ("n".into(), "must be an integer".into())
+        );
+        assert_eq!(
+            field_message(counts(r#"{"n":"885"}"#)),
+            ("n".into(), "must be an integer".into())
+        );
+        for body in [
+            r#"{"n":1,"small":-1}"#,
+            r#"{"n":1,"small":4294967296}"#,
+            r#"{"n":1,"small":4294967296.0}"#,
+            r#"{"n":9223372036854775808}"#,
+            r#"{"n":1e300}"#,
+            r#"{"n":9007199254740993.0}"#,
+        ] {
+            let (_, message) = field_message(counts(body));
+            assert!(message.contains("invalid value"), "{body}: {message}");
+        }
+        assert_eq!(
+            field_message(counts(r#"{"n":1,"small":0.5}"#)),
+            ("small".into(), "must be an integer".into())
+        );
+        assert_eq!(counts(r#"{"n":1e400}"#).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn given_a_key_repeated_at_any_depth_when_parsing_then_400_naming_the_field() {
+        for (body, field) in [
+            (r#"{"n":1,"n":2}"#, "n"),
+            (r#"{"n":1,"tags":{"a":"x","a":"y"}}"#, "tags.a"),
+            (r#"{"n":1,"tags":{"a":"x","\u0061":"y"}}"#, "tags.a"),
+        ] {
+            match counts(body) {
+                Err(ApiError::BadRequest(d)) => {
+                    assert_eq!(d, format!("Duplicate field `{field}`."), "{body}")
+                }
+                other => panic!("{body}: 400 expected, got {other:?}"),
+            }
+        }
+        let distinct = counts(r#"{"n":1,"tags":{"a":"x","b":"x"}}"#).expect("distinct keys");
+        assert_eq!(distinct.tags.map(|t| t.len()), Some(2));
+        let nested: Result<serde_json::Value, _> = parse(br#"[{"a":[{"b":1,"b":1}]}]"#);
+        assert_eq!(nested.unwrap_err().status(), 400);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Vec<Login>,
+    }
+
+    #[test]
+    fn given_unknown_fields_at_any_depth_when_parsing_then_400_naming_the_path_once() {
+        let detail = |body: &str| match parse::<Outer>(body.as_bytes()) {
+            Err(ApiError::BadRequest(d)) => d,
+            other => panic!("400 expected, got {other:?}"),
+        };
+        assert_eq!(detail(r#"{"admin":true}"#), "Unknown field `admin`.");
+        assert_eq!(
+            detail(r#"{"inner":[{"email":"a@b.c","role":"x"}]}"#),
+            "Unknown field `inner[0].role`."
+        );
     }
 
     #[test]

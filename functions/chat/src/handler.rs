@@ -71,6 +71,7 @@ struct ChatRequest {
     messages: Vec<ChatMessage>,
     model: Option<String>,
     #[validate(range(min = 1, message = "must be at least 1"))]
+    #[serde(default, deserialize_with = "validate::integer::optional")]
     max_tokens: Option<u32>,
 }
 

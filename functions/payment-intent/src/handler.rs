@@ -79,6 +79,7 @@ fn metadata_rules(m: &HashMap<String, String>) -> Result<(), ValidationError> {
 #[derive(Deserialize, Validate, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct IntentBody {
+    #[serde(default, deserialize_with = "validate::integer::optional")]
     amount: Option<i64>,
     currency: Option<String>,
     #[validate(length(max = 1000, message = "must be at most 1000 characters"))]

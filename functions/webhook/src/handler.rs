@@ -7,6 +7,7 @@ use flowbotz_security::guard::BodyKind;
 use flowbotz_security::payments::signature::{self, DEFAULT_TOLERANCE_SECS};
 use flowbotz_security::payments::{Claim, EventLedger, PaymentUpdate};
 use flowbotz_security::pipeline::{body_bytes, json};
+use flowbotz_security::validate::integer;
 use flowbotz_security::{
     ApiError, Ctx, Endpoint, Environment, Handler, HandlerResult, Secret, StoreFailure,
 };
@@ -84,6 +85,7 @@ struct Event {
     id: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(deserialize_with = "integer::required")]
     created: u64,
     data: EventData,
 }
@@ -96,11 +98,20 @@ struct EventData {
 #[derive(Deserialize)]
 struct IntentObject {
     id: String,
+    #[serde(deserialize_with = "integer::required")]
     amount: i64,
     currency: String,
     status: String,
     #[serde(default)]
     metadata: HashMap<String, serde_json::Value>,
+}
+
+/// A ledger failure: 503, so Stripe retries the delivery; the cause goes to the log only.
+fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::ServiceUnavailable {
+        reason: format!("{what}: {e}"),
+        retry_after: 1,
+    }
 }
 
 pub(crate) struct Webhook {
@@ -122,19 +133,27 @@ impl Webhook {
         }
     }
 
-    async fn process(&self, event: &Event) -> Result<(), ApiError> {
+    /// The payment update an event carries, if its type is one the ledger records. Checked
+    /// before the event is claimed, so a malformed event is refused even when its id was
+    /// already processed.
+    fn update(event: &Event) -> Result<Option<PaymentUpdate>, ApiError> {
         if !matches!(
             event.kind.as_str(),
             "payment_intent.succeeded"
                 | "payment_intent.payment_failed"
                 | "payment_intent.canceled"
         ) {
-            return Ok(());
+            return Ok(None);
         }
         let intent: IntentObject =
             serde_json::from_value(event.data.object.clone()).map_err(|_| {
                 ApiError::BadRequest("The event's payment intent is incomplete.".into())
             })?;
+        if intent.id.is_empty() || intent.id.len() > 255 {
+            return Err(ApiError::BadRequest(
+                "The event's payment intent id is invalid.".into(),
+            ));
+        }
         let update = PaymentUpdate {
             intent_id: intent.id,
             user_id: intent
@@ -148,11 +167,7 @@ impl Webhook {
             event_id: event.id.clone(),
             event_created: event.created,
         };
-        self.ledger
-            .apply_payment(&update)
-            .await
-            .map_err(|e| ApiError::Internal(format!("payment update: {e}")))?;
-        Ok(())
+        Ok(Some(update))
     }
 }
 
@@ -182,7 +197,11 @@ impl Handler for Webhook {
         if event.id.is_empty() || event.id.len() > 255 {
             return Err(ApiError::BadRequest("The event id is invalid.".into()));
         }
-        let store_error = |e| ApiError::Internal(format!("event ledger: {e}"));
+        if event.kind.is_empty() || event.kind.len() > 255 {
+            return Err(ApiError::BadRequest("The event type is invalid.".into()));
+        }
+        let update = Self::update(&event)?;
+        let store_error = |e| unavailable("event ledger", e);
         match self
             .ledger
             .claim(&event.id, now, LEASE_SECS, KEEP_SECS)
@@ -203,7 +222,12 @@ impl Handler for Webhook {
             }
             Claim::Acquired => {}
         }
-        self.process(&event).await?;
+        if let Some(update) = &update {
+            self.ledger
+                .apply_payment(update)
+                .await
+                .map_err(|e| unavailable("payment update", e))?;
+        }
         self.ledger
             .complete(&event.id, self.clock.now_s())
             .await
@@ -395,6 +419,54 @@ mod tests {
         assert!(ledger.payment("pi_123").await.expect("read").is_none());
     }
 
+    #[tokio::test]
+    async fn given_integral_floats_or_a_bad_intent_id_when_delivered_then_read_exactly_or_refused()
+    {
+        let ledger = Arc::new(MemoryLedger::new());
+        let (p, h, _) = setup(ledger.clone());
+        let deliver = |body: String, shape: usize| {
+            let header = signature::sign(body.as_bytes(), SECRET, T0);
+            delivery(&body, &header, shape)
+        };
+        let mut event: serde_json::Value =
+            serde_json::from_str(&event_json("evt_7", "payment_intent.succeeded")).expect("json");
+        event["created"] = serde_json::json!(1_800_000_000.0);
+        event["data"]["object"]["amount"] = serde_json::json!(2000.0);
+        let resp = p.serve(deliver(event.to_string(), 0), &h).await;
+        assert_eq!(resp.status(), 200);
+        let record = ledger
+            .payment("pi_123")
+            .await
+            .expect("read")
+            .expect("record");
+        assert_eq!(record.update.amount, 2000);
+        assert_eq!(record.update.event_created, 1_800_000_000);
+
+        for (id, object) in [
+            ("evt_8", serde_json::json!({"amount": 20.5})),
+            ("evt_9", serde_json::json!({"id": ""})),
+            ("evt_10", serde_json::json!({"id": "pi_".repeat(100)})),
+        ] {
+            let mut e = event.clone();
+            e["id"] = id.into();
+            for (k, v) in object.as_object().expect("object") {
+                e["data"]["object"][k] = v.clone();
+            }
+            let resp = p.serve(deliver(e.to_string(), 1), &h).await;
+            assert_eq!(resp.status(), 400, "{id}");
+        }
+        // A malformed event is refused even when its id was already processed.
+        let mut repeat = event.clone();
+        repeat["data"]["object"]["currency"] = serde_json::json!(7);
+        let resp = p.serve(deliver(repeat.to_string(), 1), &h).await;
+        assert_eq!(resp.status(), 400, "a malformed repeat of evt_7");
+        let mut untyped = event.clone();
+        untyped["id"] = "evt_11".into();
+        untyped["type"] = "".into();
+        let resp = p.serve(deliver(untyped.to_string(), 0), &h).await;
+        assert_eq!(resp.status(), 400, "an empty event type");
+    }
+
     /// A ledger whose first `complete` fails, as if the function crashed after the update.
     struct CrashOnce {
         inner: MemoryLedger,
@@ -441,7 +513,8 @@ mod tests {
                 &h,
             )
             .await;
-        assert_eq!(first.status(), 500);
+        assert_eq!(first.status(), 503, "Stripe retries a 5xx");
+        assert_eq!(first.headers()["retry-after"], "1");
         assert!(
             !format!("{:?}", first.body()).contains("crash"),
             "no internals"
