@@ -40,7 +40,7 @@ if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q s
 export API_PORT=${TEST_API_PORT:-9100} MOTO_PORT=${TEST_MOTO_PORT:-5105}
 trap 'scripts/stack.sh stop' EXIT
 step "starting the local stack for end-to-end tests"
-scripts/stack.sh start
+EXTRA_ENV=tests/e2e.env scripts/stack.sh start
 set -a; . config/local.env; set +a
 export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
