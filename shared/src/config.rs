@@ -554,7 +554,25 @@ mod tests {
                 burst: Some(3)
             }
         );
-        assert_eq!(c.endpoint("chat").body_bytes, 64 * 1024);
+        let table: Vec<(&str, u32, Option<u32>, usize)> = c
+            .endpoints
+            .iter()
+            .map(|(name, l)| (*name, l.rate.per_minute, l.rate.burst, l.body_bytes))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("account", 3, None, 0),
+                ("chat", 20, Some(5), 65536),
+                ("csrf-token", 100, None, 0),
+                ("health", 100, None, 0),
+                ("login", 5, Some(3), 4096),
+                ("payment-intent", 10, Some(5), 8192),
+                ("register", 3, Some(2), 4096),
+                ("webhook", 300, None, 262144),
+            ],
+            "the API contract's limits"
+        );
     }
 
     #[test]
