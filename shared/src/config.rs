@@ -666,6 +666,48 @@ mod tests {
     }
 
     #[test]
+    fn given_each_environment_when_loading_defaults_then_windows_and_lifetimes_are_the_documented_ones()
+     {
+        let minutes = |d: Duration| d.as_secs() / 60;
+        for (env, jwt) in [("dev", 60), ("staging", 30), ("production", 15)] {
+            let c = cfg(&[
+                ("ENVIRONMENT", env),
+                ("JWT_SECRET_KEY", STRONG),
+                ("CSRF_SECRET_KEY", STRONG),
+            ])
+            .expect("config");
+            assert_eq!(minutes(c.jwt_ttl), jwt, "{env}");
+            assert_eq!(c.csrf_ttl.as_secs(), 3600);
+            assert_eq!(
+                (
+                    c.login_throttle.max_failures,
+                    minutes(c.login_throttle.window)
+                ),
+                (5, 15)
+            );
+            assert_eq!(
+                (
+                    c.block.violations,
+                    minutes(c.block.window),
+                    minutes(c.block.duration)
+                ),
+                (10, 10, 15)
+            );
+        }
+        assert_eq!(format!("{}", Secret::new("s3cret")), "[redacted]");
+        for bad in [
+            ("PASSWORD_MIN_CHARS", "0"),
+            ("PASSWORD_MIN_CHARS", "200"),
+            ("PASSWORD_MIN_SCORE", "5"),
+        ] {
+            assert!(
+                cfg(&[("JWT_SECRET_KEY", "k"), ("CSRF_SECRET_KEY", "k"), bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn given_bad_number_when_loading_then_error_names_variable() {
         let err = cfg(&[
             ("JWT_SECRET_KEY", "k"),
