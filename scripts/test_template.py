@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 import unittest
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,21 +425,9 @@ def derive_needs(crate: Path, config: Config | None = None, shared: dict[str, Ru
 # ------------------------------------------------------------------------------------------------
 
 
-class CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short-form tags as {"Name": value}; long forms are normalised."""
-
-
-def _tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {suffix: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
+# The same reader of CloudFormation short-form tags as the local table creation.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from create_tables import CfnLoader  # noqa: E402
 
 
 def _normalise(value):
