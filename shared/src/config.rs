@@ -663,6 +663,36 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("https"));
+        for bad in [
+            "https://*.example.test",
+            "https://",
+            "https://app.example.test/",
+            "https://app.example.test/app",
+            "https://app.example.test?x=1",
+            "https://user@app.example.test",
+            "app.example.test",
+        ] {
+            assert!(
+                cfg(&[
+                    ("JWT_SECRET_KEY", "k"),
+                    ("CSRF_SECRET_KEY", "k"),
+                    ("CORS_ORIGINS", bad)
+                ])
+                .is_err(),
+                "{bad} is not an origin"
+            );
+        }
+    }
+
+    #[test]
+    fn given_secret_of_exactly_the_minimum_length_when_deployed_then_accepted() {
+        let exact = "k".repeat(MIN_SECRET_BYTES);
+        let short = "k".repeat(MIN_SECRET_BYTES - 1);
+        for env in [Environment::Staging, Environment::Production] {
+            assert!(check_secret("JWT_SECRET_KEY", exact.clone(), env).is_ok());
+            assert!(check_secret("JWT_SECRET_KEY", short.clone(), env).is_err());
+        }
+        assert!(check_secret("JWT_SECRET_KEY", short, Environment::Development).is_ok());
     }
 
     #[test]
@@ -705,6 +735,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // The bounds themselves are allowed: one exact length, and the strongest score.
+        let edge = cfg(&[
+            ("JWT_SECRET_KEY", "k"),
+            ("CSRF_SECRET_KEY", "k"),
+            ("PASSWORD_MIN_CHARS", "20"),
+            ("PASSWORD_MAX_CHARS", "20"),
+            ("PASSWORD_MIN_SCORE", "4"),
+        ])
+        .expect("min = max and score 4 are valid");
+        assert_eq!(
+            (
+                edge.password.min_chars,
+                edge.password.max_chars,
+                edge.password.min_score
+            ),
+            (20, 20, 4)
+        );
     }
 
     #[test]

@@ -351,4 +351,184 @@ mod tests {
         .to_response("r");
         assert_eq!(resp.headers()[header::ALLOW], "GET, OPTIONS");
     }
+
+    #[test]
+    fn given_every_error_when_rendered_then_status_title_detail_event_and_retry_after_are_fixed() {
+        use ForbiddenKind::{CrossOrigin, CsrfToken};
+        let cases: Vec<(ApiError, u16, &str, &str, Option<&str>, Option<&str>)> = vec![
+            (
+                ApiError::BadRequest("Body is not valid JSON.".into()),
+                400,
+                "Malformed request",
+                "Body is not valid JSON.",
+                Some("request.malformed"),
+                None,
+            ),
+            (
+                ApiError::MaliciousInput("a path traversal"),
+                400,
+                "Request rejected",
+                "The request contains a path traversal.",
+                Some("request.malicious"),
+                None,
+            ),
+            (
+                ApiError::Unauthorized("expired"),
+                401,
+                "Authentication required",
+                "A valid bearer token is required.",
+                Some("auth.failure"),
+                None,
+            ),
+            (
+                ApiError::InvalidCredentials,
+                401,
+                "Invalid credentials",
+                "The email or password is incorrect.",
+                Some("auth.failure"),
+                None,
+            ),
+            (
+                ApiError::Forbidden(CsrfToken),
+                403,
+                "CSRF token missing or invalid",
+                "Send the X-CSRF-Token issued for this session.",
+                Some("csrf.failure"),
+                None,
+            ),
+            (
+                ApiError::Forbidden(CrossOrigin),
+                403,
+                "Cross-origin request refused",
+                "State-changing requests are only accepted from allowed origins.",
+                Some("csrf.origin_refused"),
+                None,
+            ),
+            (
+                ApiError::IpBlocked { retry_after: 900 },
+                403,
+                "Client blocked",
+                "Too many rate-limit violations from this address; retry in 900 s.",
+                Some("ip.blocked"),
+                Some("900"),
+            ),
+            (
+                ApiError::NotFound,
+                404,
+                "Not found",
+                "No such resource.",
+                None,
+                None,
+            ),
+            (
+                ApiError::MethodNotAllowed {
+                    allow: "GET, OPTIONS".into(),
+                },
+                405,
+                "Method not allowed",
+                "Allowed methods: GET, OPTIONS.",
+                None,
+                None,
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 0 },
+                413,
+                "Payload too large",
+                "This endpoint takes no request body.",
+                Some("request.too_large"),
+                None,
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 4096 },
+                413,
+                "Payload too large",
+                "The request body exceeds 4096 bytes.",
+                Some("request.too_large"),
+                None,
+            ),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "Unsupported media type",
+                "The request body must be application/json.",
+                Some("request.media_type"),
+                None,
+            ),
+            (
+                ApiError::Validation(vec![FieldError::new("email", "is not an email")]),
+                422,
+                "Validation failed",
+                "The request body failed validation; see errors.",
+                Some("validation.failure"),
+                None,
+            ),
+            (
+                ApiError::RateLimited { retry_after: 7 },
+                429,
+                "Too many requests",
+                "Retry in 7 s.",
+                Some("rate_limit.exceeded"),
+                Some("7"),
+            ),
+            (
+                ApiError::AccountThrottled { retry_after: 600 },
+                429,
+                "Too many failed logins",
+                "Too many failed logins for this account; retry in 600 s.",
+                Some("auth.throttled"),
+                Some("600"),
+            ),
+            (
+                ApiError::BadGateway("stripe: 500".into()),
+                502,
+                "Upstream service failed",
+                "An upstream service failed; try again later.",
+                Some("upstream.failure"),
+                None,
+            ),
+            (
+                ApiError::ServiceUnavailable {
+                    reason: "table".into(),
+                    retry_after: 2,
+                },
+                503,
+                "Service unavailable",
+                "Try again shortly.",
+                Some("dependency.unavailable"),
+                Some("2"),
+            ),
+            (
+                ApiError::GatewayTimeout("ai: 30 s".into()),
+                504,
+                "Upstream service timed out",
+                "An upstream service did not answer in time.",
+                Some("upstream.failure"),
+                None,
+            ),
+            (
+                ApiError::Internal("bug".into()),
+                500,
+                "Internal server error",
+                "An unexpected error occurred.",
+                Some("internal.error"),
+                None,
+            ),
+        ];
+        for (err, status, title, detail, event, retry_after) in cases {
+            let resp = err.to_response("r");
+            let v = body_json(&resp);
+            assert_eq!(resp.status(), status, "{err}");
+            assert_eq!(v["status"], status, "{err}");
+            assert_eq!(v["title"], title, "{err}");
+            assert_eq!(v["detail"], detail, "{err}");
+            assert_eq!(err.event(), event, "{err}");
+            assert_eq!(
+                resp.headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|h| h.to_str().ok()),
+                retry_after,
+                "{err}"
+            );
+        }
+    }
 }

@@ -268,3 +268,47 @@ fn given_a_decision_when_writing_headers_then_draft_syntax_is_used() {
     assert_eq!(h["x-ratelimit-remaining"], "1");
     assert_eq!(h["x-ratelimit-reset"], "7");
 }
+
+fn decision(verdict: Verdict, remaining: u32, reset_secs: u64) -> Decision {
+    Decision {
+        verdict,
+        windows: vec![WindowStatus {
+            name: "minute",
+            limit: 10,
+            window_secs: 60,
+            remaining,
+            reset_secs,
+        }],
+        retry_after_secs: 0,
+    }
+}
+
+#[test]
+fn given_two_decisions_when_combined_then_the_stricter_one_wins_in_either_order() {
+    let admitted = decision(Verdict::Admitted, 5, 30);
+    let tight = decision(Verdict::Admitted, 1, 30);
+    let limited = decision(Verdict::Limited, 0, 30);
+    let blocked = decision(Verdict::Blocked, 0, 30);
+    for (a, b, want) in [
+        (&admitted, &tight, &tight),
+        (&admitted, &limited, &limited),
+        (&limited, &blocked, &blocked),
+        (&admitted, &blocked, &blocked),
+    ] {
+        assert_eq!(&a.clone().stricter(b.clone()), want);
+        assert_eq!(&b.clone().stricter(a.clone()), want);
+    }
+    // A tie keeps the first (the per-IP decision), whatever the second's other fields.
+    let other = decision(Verdict::Admitted, 5, 12);
+    assert_eq!(admitted.clone().stricter(other.clone()), admitted);
+    assert_eq!(other.clone().stricter(admitted), other);
+}
+
+#[test]
+fn given_a_limiter_when_debug_formatted_then_it_names_itself_and_its_block_policy_only() {
+    let (l, _, _) = limiter();
+    let debug = format!("{l:?}");
+    assert!(debug.starts_with("RateLimiter"), "{debug}");
+    assert!(debug.contains("violations: 10"), "{debug}");
+    assert!(!debug.contains("store"), "{debug}");
+}
