@@ -355,7 +355,15 @@ mod tests {
     #[test]
     fn given_every_error_when_rendered_then_status_title_detail_event_and_retry_after_are_fixed() {
         use ForbiddenKind::{CrossOrigin, CsrfToken};
-        let cases: Vec<(ApiError, u16, &str, &str, Option<&str>, Option<&str>)> = vec![
+        type Case = (
+            ApiError,
+            u16,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 ApiError::BadRequest("Body is not valid JSON.".into()),
                 400,
