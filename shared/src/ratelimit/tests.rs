@@ -312,3 +312,175 @@ fn given_a_limiter_when_debug_formatted_then_it_names_itself_and_its_block_polic
     assert!(debug.contains("violations: 10"), "{debug}");
     assert!(!debug.contains("store"), "{debug}");
 }
+
+/// A [`MemoryStore`] that also keeps the TTL each update would write.
+#[derive(Default)]
+struct TtlStore {
+    inner: MemoryStore,
+    expires: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+#[async_trait::async_trait]
+impl RateLimitStore for TtlStore {
+    async fn apply(
+        &self,
+        key: &str,
+        update: &window::CounterUpdate,
+    ) -> Result<UpdateOutcome, StoreError> {
+        self.expires
+            .lock()
+            .expect("lock")
+            .push((key.to_string(), update.expires_at_s));
+        self.inner.apply(key, update).await
+    }
+
+    async fn block(
+        &self,
+        keys: &[String],
+        until_s: u64,
+        expires_at_s: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.block(keys, until_s, expires_at_s).await
+    }
+
+    fn requests(&self) -> u64 {
+        self.inner.requests()
+    }
+}
+
+#[tokio::test]
+async fn given_a_check_or_violation_when_written_then_items_expire_two_windows_later() {
+    let clock = ManualClock::at_ms(T0 + 500);
+    let store = Arc::new(TtlStore::default());
+    let block = BlockPolicy {
+        violations: 10,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(900),
+    };
+    let l = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["login"],
+        Duration::from_secs(1),
+    );
+    l.check("login", Subject::Ip("1.2.3.4"), LOGIN)
+        .await
+        .expect("c");
+    l.record_violation("1.2.3.4").await.expect("v");
+    let t0_s = T0 / 1000;
+    assert_eq!(
+        *store.expires.lock().expect("lock"),
+        [
+            ("ip#1.2.3.4#login".to_string(), t0_s + 120 + 1),
+            ("violations#1.2.3.4".to_string(), t0_s + 1200 + 1),
+        ],
+        "the longest window twice, rounded up to the next second"
+    );
+    assert_eq!(l.store_requests(), 2);
+    l.check("login", Subject::Ip("1.2.3.4"), LOGIN)
+        .await
+        .expect("c");
+    assert_eq!(l.store_requests(), 3);
+}
+
+#[tokio::test]
+async fn given_a_known_block_when_checking_then_no_store_request_until_it_ends_exactly() {
+    let (l, clock, store) = limiter();
+    let limits = RateLimit {
+        per_minute: 1,
+        burst: None,
+    };
+    l.check("login", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
+    for _ in 0..10 {
+        l.check("login", Subject::Ip("6.6.6.6"), limits)
+            .await
+            .expect("c");
+        l.record_violation("6.6.6.6").await.expect("v");
+    }
+    let before = store.requests();
+    let d = l
+        .check("health", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
+    assert_eq!((d.verdict, d.retry_after_secs), (Verdict::Blocked, 900));
+    assert_eq!(
+        store.requests(),
+        before,
+        "a block this instance knows costs no request"
+    );
+    clock.advance_ms(899_000);
+    let d = l
+        .check("health", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
+    assert_eq!((d.verdict, d.retry_after_secs), (Verdict::Blocked, 1));
+    assert_eq!(store.requests(), before);
+    clock.advance_ms(1_000);
+    let d = l
+        .check("health", Subject::Ip("6.6.6.6"), limits)
+        .await
+        .expect("c");
+    assert_eq!(d.verdict, Verdict::Admitted, "the block ends at its second");
+}
+
+#[tokio::test]
+async fn given_a_block_that_ended_when_another_instance_meets_it_then_admitted() {
+    let (a, clock, store) = limiter();
+    let block = BlockPolicy {
+        violations: 1,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(5),
+    };
+    let b = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["login", "health"],
+        Duration::from_secs(1),
+    );
+    let limits = RateLimit {
+        per_minute: 100,
+        burst: None,
+    };
+    // `a` has a belief about the item from one minute; in the next, `b` rolls the window over
+    // and blocks the IP for 5 s.
+    a.check("health", Subject::Ip("8.8.4.4"), limits)
+        .await
+        .expect("c");
+    clock.advance_ms(60_000);
+    b.check("health", Subject::Ip("8.8.4.4"), limits)
+        .await
+        .expect("c");
+    assert_eq!(b.record_violation("8.8.4.4").await.expect("v"), Some(5));
+    // Exactly when the block ends, `a`'s stale belief fails its condition and the item it gets
+    // back carries the ended block: admitted, not blocked.
+    clock.advance_ms(5_000);
+    let d = a
+        .check("health", Subject::Ip("8.8.4.4"), limits)
+        .await
+        .expect("c");
+    assert_eq!(d.verdict, Verdict::Admitted);
+}
+
+#[tokio::test]
+async fn given_two_keys_interleaved_when_checking_then_each_keeps_one_request_per_check() {
+    let (l, clock, store) = limiter();
+    let limits = RateLimit {
+        per_minute: 1000,
+        burst: Some(1000),
+    };
+    for ip in ["9.9.9.1", "9.9.9.2"] {
+        l.check("health", Subject::Ip(ip), limits).await.expect("c");
+    }
+    let before = store.requests();
+    for _ in 0..5 {
+        clock.advance_ms(100);
+        for ip in ["9.9.9.1", "9.9.9.2"] {
+            l.check("health", Subject::Ip(ip), limits).await.expect("c");
+        }
+    }
+    assert_eq!(store.requests() - before, 10);
+}
