@@ -484,3 +484,32 @@ async fn given_two_keys_interleaved_when_checking_then_each_keeps_one_request_pe
     }
     assert_eq!(store.requests() - before, 10);
 }
+
+#[tokio::test]
+async fn given_a_check_when_deciding_then_each_window_reports_limit_length_remaining_and_reset() {
+    let (l, clock, _) = limiter();
+    clock.advance_ms(2_500);
+    let d = l
+        .check("login", Subject::Ip("5.5.5.5"), LOGIN)
+        .await
+        .expect("c");
+    let windows: Vec<_> = d
+        .windows
+        .iter()
+        .map(|w| (w.name, w.limit, w.window_secs, w.remaining, w.reset_secs))
+        .collect();
+    assert_eq!(windows, [("minute", 5, 60, 4, 58), ("burst", 3, 10, 2, 8)]);
+    assert_eq!(d.retry_after_secs, 0);
+    for _ in 0..10 {
+        l.check("login", Subject::Ip("5.5.5.5"), LOGIN)
+            .await
+            .expect("c");
+        l.record_violation("5.5.5.5").await.expect("v");
+    }
+    let d = l
+        .check("login", Subject::Ip("5.5.5.5"), LOGIN)
+        .await
+        .expect("c");
+    assert_eq!(d.verdict, Verdict::Blocked);
+    assert!(d.windows.iter().all(|w| w.remaining == 0), "{d:?}");
+}
