@@ -519,4 +519,78 @@ mod tests {
         assert_eq!(depth(br#"{"a":"[[[[\"[["}"#), 1);
         assert_eq!(depth(br#"[[{"a":[1]}]]"#), 4);
     }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Shapes {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        flag: Option<bool>,
+        #[serde(default)]
+        ratio: Option<f64>,
+        #[serde(default)]
+        count: Option<u16>,
+        #[serde(default)]
+        delta: Option<i8>,
+        #[serde(default)]
+        items: Option<Vec<String>>,
+        #[serde(default)]
+        labels: Option<std::collections::HashMap<String, String>>,
+        #[serde(default)]
+        inner: Option<Counts>,
+    }
+
+    #[test]
+    fn given_a_value_of_the_wrong_type_when_parsing_then_the_message_names_the_expected_kind() {
+        let cases = [
+            (r#"{"text":1}"#, "text", "must be a string"),
+            (r#"{"flag":"yes"}"#, "flag", "must be a boolean"),
+            (r#"{"ratio":"1.5"}"#, "ratio", "must be a number"),
+            (r#"{"count":"7"}"#, "count", "must be an integer"),
+            (r#"{"delta":"-7"}"#, "delta", "must be an integer"),
+            (r#"{"items":"a,b"}"#, "items", "must be a sequence"),
+            (r#"{"labels":["a"]}"#, "labels", "must be a map"),
+            (r#"{"inner":"{}"}"#, "inner", "must be an object"),
+            (
+                r#"{"inner":{"n":1,"small":"7"}}"#,
+                "inner.small",
+                "must be an integer",
+            ),
+        ];
+        for (body, field, message) in cases {
+            match parse::<Shapes>(body.as_bytes()) {
+                Err(ApiError::Validation(f)) => {
+                    assert_eq!(
+                        (f[0].field.as_str(), f[0].message.as_str()),
+                        (field, message),
+                        "{body}"
+                    )
+                }
+                other => panic!("{body}: 422 expected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn given_limits_exactly_when_parsing_then_accepted() {
+        let nested = |levels: usize| {
+            format!(
+                "{{\"tags\":null,\"n\":{}1{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        // MAX_DEPTH levels pass the depth check (and then fail on the type, 422); one more is 400.
+        let at = parse::<Counts>(nested(MAX_DEPTH).as_bytes()).unwrap_err();
+        assert_eq!(at.status(), 422, "{at:?}");
+        let over = parse::<Counts>(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+        assert_eq!(over.status(), 400, "{over:?}");
+        // 2^53 is the largest float converted exactly; it is accepted, 2^53 + 2 is not.
+        assert_eq!(
+            counts(r#"{"n":9007199254740992.0}"#).expect("2^53").n,
+            9_007_199_254_740_992
+        );
+        assert!(counts(r#"{"n":9007199254740994.0}"#).is_err());
+    }
 }
