@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
@@ -29,11 +32,20 @@ pub const PK: &str = "pk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 const BLOCKED: &str = "blocked_until";
 
-/// A DynamoDB client from the environment (region, credentials, `AWS_ENDPOINT_URL_DYNAMODB`),
-/// with every operation bounded by `timeout` and at most one retry, so a slow or unreachable
-/// table fails fast instead of holding the function until its own timeout.
+/// A DynamoDB client from the environment, with every operation bounded by `timeout` and at
+/// most one retry, so a slow or unreachable table fails fast instead of holding the function
+/// until its own timeout.
+///
+/// Region and credentials come from the environment only, which is where Lambda puts them
+/// (`AWS_REGION`, and the execution role's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`); `AWS_ENDPOINT_URL_DYNAMODB` points the client at a local DynamoDB.
+/// `aws-config`'s default provider chains are not built: on Lambda they end at the same
+/// variables, and building them cost every cold start an STS client with a TLS configuration
+/// of its own, and every binary the STS and SSO clients (see BENCHMARKS.md).
 pub async fn client(timeout: Duration) -> Client {
     let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(EnvironmentVariableRegionProvider::new())
+        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(timeout / 2)
