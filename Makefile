@@ -19,6 +19,10 @@ stop: ## Stop a stack left running by an interrupted test run
 	@scripts/stack.sh stop
 	@API_PORT=9100 scripts/stack.sh stop
 	@API_PORT=9200 scripts/stack.sh stop
+	@API_PORT=9500 scripts/stack.sh stop
+
+bench: ## Benchmarks against a bare Lambda: init, latency, pipeline CPU, DynamoDB requests, size; writes BENCHMARKS.md
+	@scripts/bench.sh
 
 lint: ## Formatting, clippy and the template only
 	cargo fmt --all -- --check

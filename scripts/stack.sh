@@ -5,6 +5,9 @@
 #   scripts/stack.sh run     serve in the foreground until Ctrl-C (make run)
 #   scripts/stack.sh start   start in the background and wait until ready (make test)
 #   scripts/stack.sh stop    stop what `start` started
+#   scripts/stack.sh services   start only moto (with the tables) and the Stripe stand-in, and
+#                               write the functions' environment to .run/$API_PORT/lambda.env
+#                               (make bench runs the functions itself)
 #
 # API_PORT (default 9000) and MOTO_PORT (default 5005) choose the ports; EXTRA_ENV names a
 # file of KEY=VALUE lines added to the functions' environment (tests raise limits this way).
@@ -142,11 +145,20 @@ case "${1:-}" in
     start_watch background
     log "stack ready on http://127.0.0.1:$API_PORT"
     ;;
+  services)
+    scripts/venv.sh
+    secrets
+    stop
+    start_moto
+    start_stripe
+    lambda_env > /dev/null
+    log "services ready; environment in $RUN_DIR/lambda.env"
+    ;;
   stop)
     stop
     ;;
   *)
-    echo "usage: $0 run|start|stop" >&2
+    echo "usage: $0 run|start|services|stop" >&2
     exit 2
     ;;
 esac

@@ -318,7 +318,9 @@ mod dynamodb {
                 .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
                 .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
                 .endpoint_url(format!("http://{addr}"))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "local", "local", None, None, "tests",
+                ))
                 .timeout_config(
                     aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
                         .operation_timeout(Duration::from_millis(600))

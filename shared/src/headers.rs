@@ -25,17 +25,43 @@ pub const SECURITY_HEADERS: [(&str, &str); 10] = [
     ("cache-control", "no-store"),
 ];
 
+const fn prepared(i: usize) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(SECURITY_HEADERS[i].0),
+        HeaderValue::from_static(SECURITY_HEADERS[i].1),
+    )
+}
+
+/// [`SECURITY_HEADERS`] as header names and values, validated at compile time: parsing the
+/// names on every response was a fifth of the pipeline's time (see BENCHMARKS.md).
+const PREPARED: [(HeaderName, HeaderValue); SECURITY_HEADERS.len()] = [
+    prepared(0),
+    prepared(1),
+    prepared(2),
+    prepared(3),
+    prepared(4),
+    prepared(5),
+    prepared(6),
+    prepared(7),
+    prepared(8),
+    prepared(9),
+];
+
+const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+
+/// Headers a response gets after the handler's: the security headers, CORS, rate limits and
+/// the request id. Reserving them at once spares the map its growth steps.
+const ADDED_HEADERS: usize = 24;
+
 /// Sets every security header (replacing any value a handler set) and removes headers that
 /// reveal the server.
 pub fn apply(headers: &mut HeaderMap) {
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
+    headers.reserve(ADDED_HEADERS);
+    for (name, value) in PREPARED {
+        headers.insert(name, value);
     }
     headers.remove(header::SERVER);
-    headers.remove("x-powered-by");
+    headers.remove(X_POWERED_BY);
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
@@ -22,6 +22,8 @@ use crate::guard::{self, BodyKind};
 use crate::log::RequestLog;
 use crate::ratelimit::{Decision, RateLimiter, Subject, Verdict};
 use crate::session::Sessions;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What happens when the rate-limit store fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +230,7 @@ impl Pipeline {
             d.write_headers(h);
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-            h.insert("x-request-id", v);
+            h.insert(X_REQUEST_ID, v);
         }
         RequestLog {
             request_id: &ctx.request_id,

@@ -203,6 +203,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn given_valid_credentials_when_logging_in_then_one_argon2_operation() {
+        let (p, h, _) = setup().await;
+        let before = password::operations();
+        let resp = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(password::operations() - before, 1, "one verification");
+    }
+
+    #[tokio::test]
     async fn given_unknown_email_or_wrong_password_when_logging_in_then_identical_401_and_same_work()
      {
         let (p, h, _) = setup().await;

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::Clock;
 use crate::config::{BlockPolicy, RateLimit};
@@ -122,6 +122,12 @@ pub enum Verdict {
     Blocked,
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 /// The outcome of a check with what the headers need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -172,17 +178,17 @@ impl Decision {
             .map(|w| format!("\"{}\";r={};t={}", w.name, w.remaining, w.reset_secs))
             .collect::<Vec<_>>()
             .join(", ");
-        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        for (name, value) in [(RATELIMIT_POLICY, policy), (RATELIMIT, state)] {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);
             }
         }
         if let Some(main) = self.windows.first() {
-            headers.insert("x-ratelimit-limit", HeaderValue::from(main.limit));
+            headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(main.limit));
         }
         if let Some(tight) = self.smallest_remaining() {
-            headers.insert("x-ratelimit-remaining", HeaderValue::from(tight.remaining));
-            headers.insert("x-ratelimit-reset", HeaderValue::from(tight.reset_secs));
+            headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(tight.remaining));
+            headers.insert(X_RATELIMIT_RESET, HeaderValue::from(tight.reset_secs));
         }
     }
 }

@@ -10,10 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::meta::region::ProvideRegion;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::BehaviorVersion;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -29,11 +33,23 @@ pub const PK: &str = "pk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 const BLOCKED: &str = "blocked_until";
 
-/// A DynamoDB client from the environment (region, credentials, `AWS_ENDPOINT_URL_DYNAMODB`),
-/// with every operation bounded by `timeout` and at most one retry, so a slow or unreachable
-/// table fails fast instead of holding the function until its own timeout.
+/// A DynamoDB client from the environment, with every operation bounded by `timeout` and at
+/// most one retry, so a slow or unreachable table fails fast instead of holding the function
+/// until its own timeout.
+///
+/// Region and credentials come from the environment only, which is where Lambda puts them
+/// (`AWS_REGION`, and the execution role's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`), through `aws-config`'s environment providers;
+/// `AWS_ENDPOINT_URL_DYNAMODB` (else `AWS_ENDPOINT_URL`) points the client at a local DynamoDB.
+/// `aws-config`'s loader and default provider chains are not used: on Lambda they end at the
+/// same variables, and they add profile files, IMDS, STS and SSO code to every binary (0.8 MB
+/// here; see BENCHMARKS.md).
 pub async fn client(timeout: Duration) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(EnvironmentVariableRegionProvider::new().region().await)
+        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(timeout / 2)
@@ -41,10 +57,11 @@ pub async fn client(timeout: Duration) -> Client {
                 .operation_timeout(timeout)
                 .build(),
         )
-        .retry_config(RetryConfig::standard().with_max_attempts(2))
-        .load()
-        .await;
-    Client::new(&config)
+        .retry_config(RetryConfig::standard().with_max_attempts(2));
+    if let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL")) {
+        config = config.endpoint_url(url);
+    }
+    Client::from_conf(config.build())
 }
 
 /// The rate-limit store on a DynamoDB table.

@@ -1,0 +1,166 @@
+//! The security pipeline's own CPU time per request (criterion), for `BENCHMARKS.md`.
+//!
+//! `Pipeline::serve` runs every control around a handler that returns a small JSON body: the
+//! request id, CORS, the request guard, the rate limiter on the in-memory store, body checks,
+//! JWT and CSRF verification, the security headers and the JSON log line (formatted into a
+//! sink, so no I/O). Requests are built from the committed API Gateway fixtures outside the
+//! timed part; nothing here runs Argon2. `handler_only` calls the same handler without the
+//! pipeline, which is all a bare function does.
+//!
+//! Run with `cargo bench -p flowbotz-tests --features bench-criterion --bench pipeline`
+//! (`make bench` does).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use flowbotz_security::clock::SystemClock;
+use flowbotz_security::guard::BodyKind;
+use flowbotz_security::pipeline::json;
+use flowbotz_security::ratelimit::RateLimiter;
+use flowbotz_security::ratelimit::memory::MemoryStore;
+use flowbotz_security::session::Sessions;
+use flowbotz_security::{Config, Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};
+use flowbotz_tests::events::{Event, Shape};
+use lambda_http::Request;
+use lambda_http::http::{Method, StatusCode};
+
+/// The health function's policy: no auth, one rate-limit check.
+const HEALTH: Endpoint = Endpoint {
+    name: "health",
+    route: "/api/health",
+    methods: &[Method::GET],
+    body: BodyKind::None,
+    auth: false,
+    csrf: false,
+    per_user_limit: false,
+    store_failure: StoreFailure::Open,
+    security_sensitive: false,
+};
+
+/// The chat function's policy: bearer, CSRF and per-user limit, the pipeline's longest path.
+const CHAT: Endpoint = Endpoint {
+    name: "chat",
+    route: "/api/ai/chat",
+    methods: &[Method::POST],
+    body: BodyKind::Json,
+    auth: true,
+    csrf: true,
+    per_user_limit: true,
+    store_failure: StoreFailure::Open,
+    security_sensitive: true,
+};
+
+struct Ok200;
+
+impl Handler for Ok200 {
+    async fn handle(&self, _req: Request, _ctx: &mut Ctx) -> HandlerResult {
+        Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+    }
+}
+
+fn config() -> Arc<Config> {
+    Arc::new(
+        Config::from_lookup(|k| match k {
+            "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
+                Some("dev-only-benchmark-key-0123456789abcdef".into())
+            }
+            "LOG_LEVEL" => Some("info".into()),
+            // One client sends every request: limits high enough never to refuse.
+            k if k.starts_with("RATE_LIMIT_") => Some("100000000".into()),
+            _ => None,
+        })
+        .expect("benchmark configuration"),
+    )
+}
+
+fn pipeline(endpoint: Endpoint, config: &Arc<Config>, sessions: &Sessions) -> Pipeline {
+    let limiter = RateLimiter::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(SystemClock),
+        config.block,
+        config.endpoints.keys().copied(),
+        config.store_timeout,
+    );
+    Pipeline::new(endpoint, Arc::clone(config))
+        .with_limiter(Arc::new(limiter))
+        .with_sessions(sessions.clone())
+}
+
+fn benches(c: &mut Criterion) {
+    flowbotz_security::log::init_with_writer("info", std::io::sink);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let config = config();
+    let sessions = Sessions::new(&config, Arc::new(SystemClock)).expect("sessions");
+    let health = pipeline(HEALTH, &config, &sessions);
+    let chat = pipeline(CHAT, &config, &sessions);
+    let token = sessions
+        .issue_access_token("bench-user")
+        .expect("token")
+        .token;
+    let csrf = sessions.issue_csrf("bench-user").token;
+    let ip = "198.51.100.7";
+    let get_health = Event::new(Shape::RestV1, "GET", "/api/health").source_ip(ip);
+    let post_chat = Event::new(Shape::RestV1, "POST", "/api/ai/chat")
+        .source_ip(ip)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("X-CSRF-Token", &csrf)
+        .json_body(&serde_json::json!({"messages": [{"role": "user", "content": "Hello"}]}));
+    let no_token = Event::new(Shape::RestV1, "POST", "/api/ai/chat")
+        .source_ip(ip)
+        .json_body(&serde_json::json!({"messages": []}));
+    let traversal =
+        Event::new(Shape::RestV1, "GET", "/api/health/..%2f..%2fetc%2fpasswd").source_ip(ip);
+    let preflight = Event::new(Shape::RestV1, "OPTIONS", "/api/ai/chat")
+        .source_ip(ip)
+        .header("Origin", "http://localhost:3000")
+        .header("Access-Control-Request-Method", "POST");
+
+    let mut group = c.benchmark_group("pipeline");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    let handler = Ok200;
+    group.bench_function("handler_only", |b| {
+        b.iter_batched(
+            || get_health.request(),
+            |req| {
+                let mut ctx = Ctx {
+                    request_id: "bench".into(),
+                    client_ip: ip.into(),
+                    user_id: None,
+                    event: None,
+                };
+                rt.block_on(handler.handle(req, &mut ctx))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let cases = [
+        ("health_get_200", &health, &get_health, 200),
+        ("chat_post_bearer_csrf_200", &chat, &post_chat, 200),
+        ("chat_post_no_token_401", &chat, &no_token, 401),
+        ("health_traversal_400", &health, &traversal, 400),
+        ("chat_preflight_204", &chat, &preflight, 204),
+    ];
+    for (name, pipeline, event, status) in cases {
+        let resp = rt.block_on(pipeline.serve(event.request(), &handler));
+        assert_eq!(resp.status(), status, "{name} answers {status}");
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || event.request(),
+                |req| black_box(rt.block_on(pipeline.serve(req, &handler))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(pipeline_benches, benches);
+criterion_main!(pipeline_benches);
