@@ -593,4 +593,23 @@ mod tests {
         );
         assert!(counts(r#"{"n":9007199254740994.0}"#).is_err());
     }
+
+    #[test]
+    fn given_json_when_measuring_depth_then_closed_brackets_and_escapes_count_right() {
+        assert_eq!(
+            depth(br#"[[1],[2],[3]]"#),
+            2,
+            "closing brackets end a level"
+        );
+        assert_eq!(
+            depth(br#"{"a":"\\","b":[[[1]]]}"#),
+            4,
+            "an escaped backslash ends"
+        );
+        assert_eq!(
+            depth(br#"{"a":"\"[[[["}"#),
+            1,
+            "brackets in strings do not count"
+        );
+    }
 }

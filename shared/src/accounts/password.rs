@@ -196,4 +196,47 @@ mod tests {
             "the dummy must cost what a real verification costs"
         );
     }
+
+    fn phc(algorithm: Algorithm, m: u32, t: u32, p: u32) -> String {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::new(
+            algorithm,
+            Version::V0x13,
+            Params::new(m, t, p, None).expect("params"),
+        )
+        .hash_password(b"correct horse battery staple", &salt)
+        .expect("hash")
+        .to_string()
+    }
+
+    #[test]
+    fn given_stored_hashes_when_checking_for_rehash_then_only_weaker_ones_are_replaced() {
+        let (m, t, p) = (MEMORY_KIB, ITERATIONS, PARALLELISM);
+        assert!(!needs_rehash(
+            &hash("correct horse battery staple").expect("hash")
+        ));
+        for (what, stored) in [
+            ("less memory", phc(Algorithm::Argon2id, m / 2, t, p)),
+            ("fewer iterations", phc(Algorithm::Argon2id, m, t - 1, p)),
+            ("Argon2i", phc(Algorithm::Argon2i, m, t, p)),
+            (
+                "not a PHC string",
+                "$2b$12$abcdefghijklmnopqrstuv".to_string(),
+            ),
+        ] {
+            assert!(needs_rehash(&stored), "{what} must be rehashed");
+        }
+        for (what, stored) in [
+            ("more memory", phc(Algorithm::Argon2id, m * 2, t, p)),
+            ("more iterations", phc(Algorithm::Argon2id, m, t + 1, p)),
+            ("more lanes", phc(Algorithm::Argon2id, m, t, p + 1)),
+        ] {
+            assert!(!needs_rehash(&stored), "{what} is kept");
+        }
+        let current = hash("x").expect("hash");
+        assert!(
+            current.starts_with(&format!("$argon2id$v=19$m={m},t={t},p={p}$")),
+            "{current}"
+        );
+    }
 }
