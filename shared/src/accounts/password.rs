@@ -239,4 +239,25 @@ mod tests {
             "{current}"
         );
     }
+
+    #[test]
+    fn given_a_password_at_the_policy_bounds_when_checking_then_accepted() {
+        let long = "correct horse battery staple ".repeat(5);
+        let exact: String = long.chars().take(POLICY.max_chars).collect();
+        assert!(check_policy(&exact, "alice@example.com", &POLICY).is_ok());
+        let over: String = long.chars().take(POLICY.max_chars + 1).collect();
+        assert!(check_policy(&over, "alice@example.com", &POLICY).is_err());
+        let phrase = "velvet orbit canyon lantern";
+        let score = u8::from(zxcvbn::zxcvbn(phrase, &["alice@example.com", "alice"]).score());
+        let at_score = PasswordPolicy {
+            min_score: score,
+            ..POLICY
+        };
+        assert!(check_policy(phrase, "alice@example.com", &at_score).is_ok());
+        let above = PasswordPolicy {
+            min_score: score + 1,
+            ..POLICY
+        };
+        assert!(score == 4 || check_policy(phrase, "alice@example.com", &above).is_err());
+    }
 }

@@ -396,4 +396,25 @@ mod tests {
         assert!(admits(stored, MIN, now + wait));
         assert!(!admits(stored, MIN, now + wait - 1000));
     }
+
+    #[test]
+    fn given_a_roll_when_checking_its_condition_then_window_and_count_must_both_match() {
+        let roll = Step::Roll {
+            from: 7,
+            index: 8,
+            max_current: 3,
+        };
+        let w = |index, current| {
+            Some(Window {
+                index,
+                current,
+                previous: 0,
+            })
+        };
+        assert!(roll.holds(w(7, 3)));
+        assert!(!roll.holds(w(7, 4)), "too many in the window rolled from");
+        assert!(!roll.holds(w(6, 0)), "another window");
+        assert!(!roll.holds(w(8, 1)), "already rolled by another instance");
+        assert!(!roll.holds(None));
+    }
 }
