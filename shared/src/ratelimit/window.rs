@@ -184,9 +184,8 @@ pub fn at(stored: Option<Window>, spec: WindowSpec, now_ms: u64) -> Window {
 /// The sliding-window estimate of admitted requests at `now_ms`.
 pub fn estimate(stored: Option<Window>, spec: WindowSpec, now_ms: u64) -> u64 {
     let w = at(stored, spec, now_ms);
-    let elapsed = now_ms
-        .saturating_sub(w.index * spec.window_ms)
-        .min(spec.window_ms - 1);
+    // `at` returns the window of `now_ms` or a later one, so this is below `window_ms`.
+    let elapsed = now_ms.saturating_sub(w.index * spec.window_ms);
     u64::from(w.current) + weighted(w.previous, spec, elapsed)
 }
 
@@ -416,5 +415,35 @@ mod tests {
         assert!(!roll.holds(w(6, 0)), "another window");
         assert!(!roll.holds(w(8, 1)), "already rolled by another instance");
         assert!(!roll.holds(None));
+    }
+
+    #[test]
+    fn given_a_window_two_or_more_windows_old_when_read_then_nothing_of_it_counts() {
+        let old = Some(Window {
+            index: T0 / MIN.window_ms,
+            current: 5,
+            previous: 5,
+        });
+        assert_eq!(estimate(old, MIN, T0 + 30_000), 8, "same window: 5 and half of 5");
+        assert_eq!(
+            estimate(old, MIN, T0 + 90_000),
+            3,
+            "next window: half of 5, rounded up"
+        );
+        assert_eq!(estimate(old, MIN, T0 + 120_000), 0, "two windows later");
+        assert_eq!(at(old, MIN, T0 + 150_000).previous, 0);
+    }
+
+    #[test]
+    fn given_a_full_window_when_asking_how_long_to_wait_then_whole_seconds_until_admitted() {
+        let full = Some(Window {
+            index: T0 / MIN.window_ms,
+            current: 5,
+            previous: 0,
+        });
+        // In the next window 5 * (60 s - e) / 60 s, rounded up, drops below 5 after 12 s.
+        assert_eq!(wait_ms(full, MIN, T0 + 500), 72_000 - 500);
+        assert_eq!(wait_ms(full, MIN, T0 + 72_000), 0);
+        assert_eq!(wait_ms(None, MIN, T0), 0);
     }
 }
