@@ -424,7 +424,11 @@ mod tests {
             current: 5,
             previous: 5,
         });
-        assert_eq!(estimate(old, MIN, T0 + 30_000), 8, "same window: 5 and half of 5");
+        assert_eq!(
+            estimate(old, MIN, T0 + 30_000),
+            8,
+            "same window: 5 and half of 5"
+        );
         assert_eq!(
             estimate(old, MIN, T0 + 90_000),
             3,
@@ -445,5 +449,34 @@ mod tests {
         assert_eq!(wait_ms(full, MIN, T0 + 500), 72_000 - 500);
         assert_eq!(wait_ms(full, MIN, T0 + 72_000), 0);
         assert_eq!(wait_ms(None, MIN, T0), 0);
+    }
+
+    #[test]
+    fn given_a_zero_limit_when_asking_how_long_to_wait_then_two_windows() {
+        let closed = WindowSpec {
+            limit: 0,
+            window_ms: 60_000,
+        };
+        assert_eq!(wait_ms(None, closed, T0), 120_000);
+        assert_eq!(plan(None, closed, T0), None);
+    }
+
+    #[test]
+    fn given_the_next_window_when_planning_then_the_roll_bounds_the_stored_count() {
+        let index = T0 / MIN.window_ms;
+        let believed = Some(Window {
+            index,
+            current: 0,
+            previous: 0,
+        });
+        // 30 s into the next window a stored count c rolls while ceil(c / 2) <= 4: c <= 8.
+        assert_eq!(
+            plan(believed, MIN, T0 + 90_000),
+            Some(Step::Roll {
+                from: index,
+                index: index + 1,
+                max_current: 8,
+            })
+        );
     }
 }
