@@ -3,6 +3,9 @@
 # that survives the unit tests is a control whose removal no test would notice.
 #   scripts/mutants.sh            all security modules
 #   scripts/mutants.sh FILE...    only these files
+# MUTANTS_ARGS adds cargo-mutants options (split on spaces), for example `--re wait_ms` to retest
+# one function's mutants after adding tests for its survivors, or `--iterate` to retest only what
+# the previous run in .run/mutants did not catch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=27.1.0
@@ -23,7 +26,7 @@ for f in "${files[@]}"; do args+=(--file "$f"); done
 mkdir -p .run
 started=$SECONDS
 PATH="$PWD/$BIN:$PATH" cargo mutants --package flowbotz-security --all-features \
-  --output .run/mutants --timeout 120 --no-shuffle "${args[@]}" || true
+  --output .run/mutants --timeout 120 --no-shuffle "${args[@]}" ${MUTANTS_ARGS:-} || true
 .venv/bin/python - "$((SECONDS - started))" <<'PY'
 import json, sys
 outcomes = json.load(open(".run/mutants/mutants.out/outcomes.json"))
