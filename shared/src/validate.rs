@@ -260,7 +260,6 @@ fn sanitize_expected(e: &str) -> String {
         e if e.starts_with("f") => "a number".into(),
         "a string" | "a boolean" | "a sequence" | "a map" => e.into(),
         e if e.starts_with("struct") => "an object".into(),
-        e if e.starts_with("a sequence") => "an array".into(),
         _ => "of another type".into(),
     }
 }
@@ -539,6 +538,8 @@ mod tests {
         labels: Option<std::collections::HashMap<String, String>>,
         #[serde(default)]
         inner: Option<Counts>,
+        #[serde(default)]
+        pair: Option<(u8, u8)>,
     }
 
     #[test]
@@ -552,6 +553,7 @@ mod tests {
             (r#"{"items":"a,b"}"#, "items", "must be a sequence"),
             (r#"{"labels":["a"]}"#, "labels", "must be a map"),
             (r#"{"inner":"{}"}"#, "inner", "must be an object"),
+            (r#"{"pair":"1,2"}"#, "pair", "must be of another type"),
             (
                 r#"{"inner":{"n":1,"small":"7"}}"#,
                 "inner.small",

@@ -340,6 +340,12 @@ impl RateLimitStore for TtlStore {
         until_s: u64,
         expires_at_s: u64,
     ) -> Result<(), StoreError> {
+        for key in keys {
+            self.expires
+                .lock()
+                .expect("lock")
+                .push((format!("block {key}"), expires_at_s));
+        }
         self.inner.block(keys, until_s, expires_at_s).await
     }
 
@@ -512,4 +518,32 @@ async fn given_a_check_when_deciding_then_each_window_reports_limit_length_remai
         .expect("c");
     assert_eq!(d.verdict, Verdict::Blocked);
     assert!(d.windows.iter().all(|w| w.remaining == 0), "{d:?}");
+}
+
+#[tokio::test]
+async fn given_a_block_when_written_then_its_items_expire_a_minute_after_it_ends() {
+    let clock = ManualClock::at_ms(T0 + 500);
+    let store = Arc::new(TtlStore::default());
+    let block = BlockPolicy {
+        violations: 1,
+        window: Duration::from_secs(600),
+        duration: Duration::from_secs(900),
+    };
+    let l = RateLimiter::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        block,
+        ["login", "health"],
+        Duration::from_secs(1),
+    );
+    assert_eq!(l.record_violation("1.2.3.4").await.expect("v"), Some(900));
+    let expires = store.expires.lock().expect("lock").clone();
+    let t0_s = T0 / 1000;
+    assert_eq!(
+        expires[1..],
+        [
+            ("block ip#1.2.3.4#login".to_string(), t0_s + 900 + 60),
+            ("block ip#1.2.3.4#health".to_string(), t0_s + 900 + 60),
+        ]
+    );
 }

@@ -479,4 +479,26 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn given_a_start_when_checking_its_condition_then_only_older_windows_are_replaced() {
+        let start = Step::Start {
+            before: 7,
+            index: 8,
+        };
+        let w = |index| {
+            Some(Window {
+                index,
+                current: 5,
+                previous: 5,
+            })
+        };
+        assert!(start.holds(None));
+        assert!(start.holds(w(6)), "two windows old: nothing of it counts");
+        assert!(
+            !start.holds(w(7)),
+            "the previous window must roll, keeping its weight"
+        );
+        assert!(!start.holds(w(8)));
+    }
 }
