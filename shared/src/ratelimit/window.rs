@@ -244,7 +244,7 @@ pub fn plan(belief: Option<Window>, spec: WindowSpec, now_ms: u64) -> Option<Ste
             // The largest stored count c with ceil(c * (W - e) / W) <= limit - 1.
             let max_current =
                 (u64::from(spec.limit) - 1) * spec.window_ms / (spec.window_ms - elapsed);
-            let max_current = max_current.min(u64::from(u32::MAX - 1)) as u32;
+            let max_current = u32::try_from(max_current).unwrap_or(u32::MAX);
             (w.current <= max_current).then_some(Step::Roll {
                 from: w.index,
                 index,
