@@ -42,10 +42,13 @@ status=0
 if [ "$status" -ne 0 ] && [ -z "${FUZZ_SEED:-}" ] && tool_errors_only; then
   # Every check passed; the tool itself failed. Say so and run once more with a new seed: a second
   # failure of any kind fails the run.
+  # Without the example database and cache of the first run, which would replay the same crash.
   cp "$OUT/output.txt" "$OUT/output-tool-error.txt"
-  echo "==> schemathesis failed inside itself with every check passing (kept in $OUT/output-tool-error.txt); running once more"
+  rm -rf "$OUT/schemathesis-cache-tool-error"
+  if [ -d "$OUT/schemathesis-cache" ]; then mv "$OUT/schemathesis-cache" "$OUT/schemathesis-cache-tool-error"; fi
+  echo "==> schemathesis failed inside itself with every check passing (kept in $OUT/output-tool-error.txt); running once more with a new seed and no replay"
   status=0
-  .venv/bin/st "${args[@]}" 2>&1 | tee "$OUT/output.txt" || status=$?
+  .venv/bin/st "${args[@]}" --generation-database :memory: 2>&1 | tee "$OUT/output.txt" || status=$?
 fi
 elapsed=$((SECONDS - started))
 
