@@ -15,17 +15,9 @@ use crate::{Argon2Cost, ColdStart, Counted, LatencyRun, Settings};
 const NOTES_START: &str = "<!-- notes:start (kept by make bench) -->";
 const NOTES_END: &str = "<!-- notes:end -->";
 
-/// The project's functions: every binary but the two baselines.
-const FUNCTIONS: [Function; 8] = [
-    Function::Health,
-    Function::Register,
-    Function::Login,
-    Function::CsrfToken,
-    Function::Chat,
-    Function::PaymentIntent,
-    Function::Webhook,
-    Function::Account,
-];
+/// The project's functions: every binary but the two baselines, which [`Function::ALL`] lists
+/// first.
+const FUNCTIONS: &[Function] = Function::ALL.split_at(2).1;
 
 /// Every measurement of one run.
 pub struct Results<'a> {
