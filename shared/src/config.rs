@@ -104,6 +104,25 @@ pub enum ConfigError {
         /// The environment that requires it.
         environment: Environment,
     },
+    /// A variable that every environment requires is not set.
+    #[error("{var} is required: {hint}")]
+    Required {
+        /// The variable's name.
+        var: String,
+        /// What to set it to.
+        hint: String,
+    },
+    /// A variable is set where the environment forbids it (a secret value, or a local endpoint
+    /// override, outside development).
+    #[error("{var} must not be set in {environment}: {hint}")]
+    Forbidden {
+        /// The variable's name.
+        var: String,
+        /// The environment that forbids it.
+        environment: Environment,
+        /// What to do instead.
+        hint: String,
+    },
     /// A variable is set to a value that cannot be used.
     #[error("{var} is invalid: {reason}")]
     Invalid {
@@ -263,18 +282,18 @@ pub struct Config {
     pub version: String,
     /// Allowed CORS origins (exact `scheme://host[:port]` strings).
     pub cors_origins: Vec<String>,
-    /// JWT signing key (`JWT_SECRET_KEY`), for functions that need it.
-    pub jwt_secret: Option<Secret>,
-    /// Previous JWT key, still accepted for verification during a rotation.
-    pub jwt_secret_previous: Option<Secret>,
+    /// Where each secret comes from: a Secrets Manager id (`<VAR>_ID`), or in development
+    /// only, a value in the environment. See [`SecretOrigin`].
+    pub secrets: BTreeMap<Need, SecretOrigin>,
+    /// How long a fetched secret is used before it is fetched again (`SECRETS_TTL_SECONDS`,
+    /// default 300), so a rotated value reaches warm instances without a redeploy.
+    pub secrets_ttl: Duration,
     /// Access-token lifetime.
     pub jwt_ttl: Duration,
     /// Token issuer (`iss`).
     pub jwt_issuer: String,
     /// Token audience (`aud`).
     pub jwt_audience: String,
-    /// CSRF HMAC key (`CSRF_SECRET_KEY`), for functions that need it.
-    pub csrf_secret: Option<Secret>,
     /// CSRF-token lifetime.
     pub csrf_ttl: Duration,
     /// Password rules.
@@ -295,8 +314,17 @@ pub struct Config {
 
 impl Config {
     /// Reads the configuration from the process environment.
+    ///
+    /// Outside development it also refuses every `AWS_ENDPOINT_URL*` variable in the process
+    /// environment ([`check_overrides`]).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        check_overrides(
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            config.environment,
+        )?;
+        Ok(config)
     }
 
     /// Reads the configuration through `lookup`, which maps a variable name to its value.
@@ -304,13 +332,27 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let environment: Environment = match get("ENVIRONMENT") {
             Some(v) => v.parse()?,
-            None => Environment::Development,
+            None => {
+                return Err(ConfigError::Required {
+                    var: "ENVIRONMENT".into(),
+                    hint: "set it to development, staging or production".into(),
+                });
+            }
         };
         let d = Defaults::for_environment(environment);
-
-        let jwt_secret = optional_secret(&get, "JWT_SECRET_KEY", environment)?;
-        let csrf_secret = optional_secret(&get, "CSRF_SECRET_KEY", environment)?;
-        let jwt_secret_previous = optional_secret(&get, "JWT_SECRET_KEY_PREVIOUS", environment)?;
+        if environment.is_deployed() {
+            for var in LOCAL_OVERRIDES {
+                if get(var).is_some() {
+                    return Err(local_override(var, environment));
+                }
+            }
+        }
+        let mut secrets = BTreeMap::new();
+        for need in Need::ALL {
+            if let Some(origin) = secret_origin(&get, need, environment)? {
+                secrets.insert(need, origin);
+            }
+        }
 
         let cors_origins = match get("CORS_ORIGINS") {
             Some(v) => v
@@ -357,12 +399,11 @@ impl Config {
             environment,
             version: get("SERVICE_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
             cors_origins,
-            jwt_secret,
-            jwt_secret_previous,
+            secrets,
+            secrets_ttl: secs_or(&get, "SECRETS_TTL_SECONDS", Duration::from_secs(300))?,
             jwt_ttl: secs_or(&get, "JWT_TTL_SECONDS", d.jwt_ttl)?,
             jwt_issuer: get("JWT_ISSUER").unwrap_or_else(|| "flowbotz-api".into()),
             jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "flowbotz-clients".into()),
-            csrf_secret,
             csrf_ttl: secs_or(&get, "CSRF_TTL_SECONDS", d.csrf_ttl)?,
             password,
             login_throttle: LoginThrottle {
@@ -386,21 +427,18 @@ impl Config {
                 users: get("USERS_TABLE").unwrap_or_else(|| "flowbotz-users".into()),
                 payments: get("PAYMENTS_TABLE").unwrap_or_else(|| "flowbotz-payments".into()),
             },
-            log_level: get("LOG_LEVEL").unwrap_or_else(|| d.log_level.into()),
+            log_level: log_level(get("LOG_LEVEL"), d.log_level, environment)?,
         })
     }
 
-    /// Fails, naming the variable, unless every secret in `needs` is set. Each function
-    /// declares only the secrets it uses, so none holds a key it does not need.
+    /// Fails, naming the variable, unless every secret in `needs` has an origin: its
+    /// Secrets Manager id, or in development a value. Each function declares only the secrets
+    /// it uses, so none holds a key it does not need.
     pub fn require(&self, needs: &[Need]) -> Result<(), ConfigError> {
         for need in needs {
-            let present = match need {
-                Need::JwtKey => self.jwt_secret.is_some(),
-                Need::CsrfKey => self.csrf_secret.is_some(),
-            };
-            if !present {
+            if !self.secrets.contains_key(need) && need.required_in(self.environment) {
                 return Err(ConfigError::Missing {
-                    var: need.var().into(),
+                    var: need.id_var().into(),
                     environment: self.environment,
                 });
             }
@@ -421,30 +459,162 @@ impl Config {
     }
 }
 
-fn optional_secret(
+/// Variables that point a client at a local service instead of the real one; refused outside
+/// development, so a deployed function's keys and data never go anywhere else.
+pub const LOCAL_OVERRIDES: [&str; 7] = [
+    "STRIPE_API_BASE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_SESV2",
+    "AWS_ENDPOINT_URL_SES",
+    "AWS_ENDPOINT_URL_STS",
+];
+
+fn local_override(var: &str, environment: Environment) -> ConfigError {
+    ConfigError::Forbidden {
+        var: var.into(),
+        environment,
+        hint: "local endpoint overrides are for development only".into(),
+    }
+}
+
+/// Refuses, naming the first one, any variable of `vars` that overrides an endpoint
+/// (`AWS_ENDPOINT_URL*`, [`LOCAL_OVERRIDES`]) outside development. [`Config::from_env`] applies it
+/// to the whole process environment, so service names the list does not know are caught too.
+pub fn check_overrides<'a>(
+    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    environment: Environment,
+) -> Result<(), ConfigError> {
+    if !environment.is_deployed() {
+        return Ok(());
+    }
+    for (name, value) in vars {
+        let overrides = name.starts_with("AWS_ENDPOINT_URL") || LOCAL_OVERRIDES.contains(&name);
+        if overrides && !value.trim().is_empty() {
+            return Err(local_override(name, environment));
+        }
+    }
+    Ok(())
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// A Secrets Manager secret id (name or ARN) from `<VAR>_ID`; fetched at run time.
+    Id(String),
+    /// Development only: the value itself from `<VAR>` (and, for the JWT key, a previous key
+    /// from `JWT_SECRET_KEY_PREVIOUS`).
+    Value {
+        /// The value.
+        current: Secret,
+        /// The previous value, still accepted for verification.
+        previous: Option<Secret>,
+    },
+}
+
+fn secret_origin(
     get: &impl Fn(&str) -> Option<String>,
-    var: &str,
+    need: Need,
     env: Environment,
-) -> Result<Option<Secret>, ConfigError> {
-    get(var).map(|v| check_secret(var, v, env)).transpose()
+) -> Result<Option<SecretOrigin>, ConfigError> {
+    let previous_var = (need == Need::JwtKey).then_some("JWT_SECRET_KEY_PREVIOUS");
+    if env.is_deployed() {
+        for var in std::iter::once(need.var()).chain(previous_var) {
+            if get(var).is_some() {
+                return Err(ConfigError::Forbidden {
+                    var: var.into(),
+                    environment: env,
+                    hint: format!(
+                        "secret values come from Secrets Manager; set {} to the secret's name or ARN",
+                        need.id_var()
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(id) = get(need.id_var()) {
+        let id = id.trim().to_string();
+        if id.len() > 2048 || id.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid {
+                var: need.id_var().into(),
+                reason: "not a secret name or ARN".into(),
+            });
+        }
+        return Ok(Some(SecretOrigin::Id(id)));
+    }
+    let Some(current) = get(need.var()) else {
+        return Ok(None);
+    };
+    let previous = previous_var
+        .and_then(&get)
+        .map(|v| check_secret(previous_var.unwrap_or_default(), v, env))
+        .transpose()?;
+    Ok(Some(SecretOrigin::Value {
+        current: check_secret(need.var(), current, env)?,
+        previous,
+    }))
 }
 
 /// A secret a function declares it needs at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Need {
-    /// `JWT_SECRET_KEY`.
+    /// The JWT signing key (`JWT_SECRET_KEY_ID`); rotated, so its previous version verifies.
     JwtKey,
-    /// `CSRF_SECRET_KEY`.
+    /// The CSRF HMAC key (`CSRF_SECRET_KEY_ID`); rotated, so its previous version verifies.
     CsrfKey,
+    /// Stripe's secret API key (`STRIPE_SECRET_KEY_ID`).
+    StripeSecretKey,
+    /// Stripe's webhook signing secret(s), comma-separated while one is rolled
+    /// (`STRIPE_WEBHOOK_SECRET_ID`).
+    StripeWebhookSecret,
+    /// The AI provider's API key (`AI_API_KEY_ID`).
+    AiApiKey,
 }
 
 impl Need {
-    /// The environment variable.
+    /// Every secret, in a fixed order.
+    pub const ALL: [Need; 5] = [
+        Self::JwtKey,
+        Self::CsrfKey,
+        Self::StripeSecretKey,
+        Self::StripeWebhookSecret,
+        Self::AiApiKey,
+    ];
+
+    /// The variable that holds the value in development (and names the secret in messages).
     pub fn var(self) -> &'static str {
         match self {
             Self::JwtKey => "JWT_SECRET_KEY",
             Self::CsrfKey => "CSRF_SECRET_KEY",
+            Self::StripeSecretKey => "STRIPE_SECRET_KEY",
+            Self::StripeWebhookSecret => "STRIPE_WEBHOOK_SECRET",
+            Self::AiApiKey => "AI_API_KEY",
         }
+    }
+
+    /// The variable that holds the secret's Secrets Manager id (name or ARN).
+    pub fn id_var(self) -> &'static str {
+        match self {
+            Self::JwtKey => "JWT_SECRET_KEY_ID",
+            Self::CsrfKey => "CSRF_SECRET_KEY_ID",
+            Self::StripeSecretKey => "STRIPE_SECRET_KEY_ID",
+            Self::StripeWebhookSecret => "STRIPE_WEBHOOK_SECRET_ID",
+            Self::AiApiKey => "AI_API_KEY_ID",
+        }
+    }
+
+    /// Whether the secret rotates through Secrets Manager's stages, so its `AWSPREVIOUS`
+    /// version still verifies what the last key signed.
+    pub fn rotates(self) -> bool {
+        matches!(self, Self::JwtKey | Self::CsrfKey)
+    }
+
+    /// Whether a function that declares the secret refuses to start without it in `env`.
+    /// Stripe's and the AI provider's keys may be absent in development (the endpoints then
+    /// answer 503, or chat uses its offline provider).
+    pub fn required_in(self, env: Environment) -> bool {
+        env.is_deployed() || !matches!(self, Self::StripeSecretKey | Self::AiApiKey)
     }
 }
 
@@ -491,6 +661,28 @@ fn check_origin(origin: &str, env: Environment) -> Result<String, ConfigError> {
     Ok(origin.to_ascii_lowercase())
 }
 
+/// The levels `LOG_LEVEL` may name outside development, where it is one level for the
+/// project's own code (dependencies never log below `info`: see [`crate::log::filter`]).
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+fn log_level(
+    value: Option<String>,
+    default: &str,
+    env: Environment,
+) -> Result<String, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default.into());
+    };
+    let level = value.trim().to_ascii_lowercase();
+    if env.is_deployed() && !LOG_LEVELS.contains(&level.as_str()) {
+        return Err(ConfigError::Invalid {
+            var: "LOG_LEVEL".into(),
+            reason: format!("one of {} in {env}", LOG_LEVELS.join(", ")),
+        });
+    }
+    Ok(level)
+}
+
 fn parse_or<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     var: &str,
@@ -530,13 +722,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(move |k| map.get(k).cloned())
+        Config::from_lookup(move |k| match k {
+            "ENVIRONMENT" => Some(map.get(k).cloned().unwrap_or_else(|| "development".into())),
+            _ => map.get(k).cloned(),
+        })
     }
 
     const STRONG: &str = "0123456789abcdef0123456789abcdef-strong";
 
     #[test]
-    fn given_no_environment_when_loading_then_development_defaults_apply() {
+    fn given_development_when_loading_then_development_defaults_apply() {
         let c = cfg(&[
             ("JWT_SECRET_KEY", "dev-only-x"),
             ("CSRF_SECRET_KEY", "dev-only-y"),
@@ -577,44 +772,56 @@ mod tests {
 
     #[test]
     fn given_production_without_jwt_secret_when_required_then_error_names_the_variable() {
-        let c = cfg(&[("ENVIRONMENT", "production"), ("CSRF_SECRET_KEY", STRONG)]).expect("config");
+        let c = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("CSRF_SECRET_KEY_ID", "csrf"),
+        ])
+        .expect("config");
         assert!(c.require(&[Need::CsrfKey]).is_ok());
         let err = c.require(&[Need::CsrfKey, Need::JwtKey]).unwrap_err();
-        assert_eq!(err.to_string(), "JWT_SECRET_KEY is required in production");
+        assert_eq!(
+            err.to_string(),
+            "JWT_SECRET_KEY_ID is required in production"
+        );
     }
 
     #[test]
-    fn given_production_with_short_or_dev_secret_when_loading_then_refused() {
-        let err = cfg(&[
-            ("ENVIRONMENT", "production"),
-            ("JWT_SECRET_KEY", "0123456789"),
-            ("CSRF_SECRET_KEY", STRONG),
-        ])
+    fn given_production_with_short_or_dev_secret_when_checked_then_refused() {
+        let err = check_secret(
+            "JWT_SECRET_KEY_ID",
+            "0123456789".into(),
+            Environment::Production,
+        )
         .unwrap_err();
-        assert!(err.to_string().contains("JWT_SECRET_KEY"));
+        assert!(err.to_string().contains("JWT_SECRET_KEY_ID"));
         assert!(
             !err.to_string().contains("0123456789"),
             "the value must not be echoed"
         );
         let dev = format!("{DEV_SECRET_PREFIX}{STRONG}");
-        let err = cfg(&[
-            ("ENVIRONMENT", "staging"),
-            ("JWT_SECRET_KEY", STRONG),
-            ("CSRF_SECRET_KEY", &dev),
-        ])
-        .unwrap_err();
-        assert!(err.to_string().contains("CSRF_SECRET_KEY"));
+        let err = check_secret("CSRF_SECRET_KEY_ID", dev, Environment::Staging).unwrap_err();
+        assert!(err.to_string().contains("CSRF_SECRET_KEY_ID"));
     }
 
     #[test]
     fn given_production_with_strong_secrets_when_loading_then_ok_and_debug_is_redacted() {
         let c = cfg(&[
             ("ENVIRONMENT", "production"),
-            ("JWT_SECRET_KEY", STRONG),
-            ("CSRF_SECRET_KEY", STRONG),
+            (
+                "JWT_SECRET_KEY_ID",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:jwt",
+            ),
+            ("CSRF_SECRET_KEY_ID", "csrf"),
         ])
         .expect("config");
         assert!(c.cors_origins.is_empty());
+        assert_eq!(
+            c.secrets.get(&Need::JwtKey),
+            Some(&SecretOrigin::Id(
+                "arn:aws:secretsmanager:eu-west-1:1:secret:jwt".into()
+            ))
+        );
+        let c = cfg(&[("JWT_SECRET_KEY", STRONG), ("CSRF_SECRET_KEY", STRONG)]).expect("config");
         let debug = format!("{c:?}");
         assert!(!debug.contains(STRONG));
         assert!(debug.contains("[redacted]"));
@@ -657,8 +864,6 @@ mod tests {
         );
         let err = cfg(&[
             ("ENVIRONMENT", "production"),
-            ("JWT_SECRET_KEY", STRONG),
-            ("CSRF_SECRET_KEY", STRONG),
             ("CORS_ORIGINS", "http://app.example.test"),
         ])
         .unwrap_err();
@@ -702,8 +907,8 @@ mod tests {
         for (env, jwt) in [("dev", 60), ("staging", 30), ("production", 15)] {
             let c = cfg(&[
                 ("ENVIRONMENT", env),
-                ("JWT_SECRET_KEY", STRONG),
-                ("CSRF_SECRET_KEY", STRONG),
+                ("JWT_SECRET_KEY_ID", "jwt"),
+                ("CSRF_SECRET_KEY_ID", "csrf"),
             ])
             .expect("config");
             assert_eq!(minutes(c.jwt_ttl), jwt, "{env}");

@@ -8,7 +8,8 @@
 //!
 //! Features: `accounts` adds password hashing, the password policy and the user store
 //! ([`accounts`]); `payments` adds Stripe webhook verification and the event ledger
-//! ([`payments`]); `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
+//! ([`payments`]); `secrets` adds AWS Secrets Manager as the source of [`secrets::Secrets`] and
+//! the key-rotation steps; `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
 //! wiring in `runtime`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod ratelimit;
 #[cfg(feature = "dynamodb")]
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod store;
 pub mod validate;
@@ -36,13 +38,19 @@ pub use config::{Config, ConfigError, Environment, Secret};
 pub use error::{ApiError, FieldError};
 pub use pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};
 
-/// Loads the configuration, checks that the secrets in `needs` are set, and installs JSON
-/// logging; on a configuration error, logs it (naming the variable, never its value) and
-/// returns it so `main` exits before serving.
-pub fn start(needs: &[config::Need]) -> Result<Config, ConfigError> {
+/// Loads the configuration, checks that the secrets in `needs` have an origin, and installs
+/// JSON logging; on a configuration error, logs it (naming the variable, never its value) and
+/// returns it so `main` exits before serving. `crate_name` is the function's crate
+/// (`env!("CARGO_CRATE_NAME")`), whose own logs follow `LOG_LEVEL` when dependencies may not
+/// ([`log::filter`]).
+pub fn start(crate_name: &str, needs: &[config::Need]) -> Result<Config, ConfigError> {
     match Config::from_env().and_then(|c| c.require(needs).map(|()| c)) {
         Ok(config) => {
-            log::init(&config.log_level);
+            log::init(&log::filter(
+                &config.log_level,
+                config.environment,
+                &[crate_name],
+            ));
             Ok(config)
         }
         Err(err) => {

@@ -5,8 +5,33 @@
 use std::io;
 
 use tracing::Level;
+
+use crate::config::Environment;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+/// The `tracing` filter for `level` in `environment`. In development `level` is used as
+/// written (any `EnvFilter` directives). Elsewhere it is one level for the project's own code,
+/// the shared crate and `own_targets` (the function's crate), while every dependency stays at
+/// `info` or above: `lambda_runtime` logs each invocation's raw event, passwords and tokens
+/// included, at `trace`, and the AWS SDK and HTTP clients log headers at `debug` and `trace`.
+pub fn filter(level: &str, environment: Environment, own_targets: &[&str]) -> String {
+    if !environment.is_deployed() {
+        return level.to_string();
+    }
+    let verbose = matches!(level, "debug" | "trace");
+    if !verbose {
+        return level.to_string();
+    }
+    let mut directives = vec!["info".to_string(), format!("flowbotz_security={level}")];
+    directives.extend(
+        own_targets
+            .iter()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .map(|t| format!("{t}={level}")),
+    );
+    directives.join(",")
+}
 
 /// Installs the JSON subscriber writing to stdout (CloudWatch Logs on Lambda), filtered by
 /// `level` (a `tracing` filter such as `info` or `debug`). Later calls do nothing.

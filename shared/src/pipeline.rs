@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::guard::{self, BodyKind};
 use crate::log::RequestLog;
 use crate::ratelimit::{Decision, RateLimiter, Subject, Verdict};
+use crate::secrets::Secrets;
 use crate::session::Sessions;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -155,6 +156,7 @@ pub struct Pipeline {
     cors: Cors,
     limiter: Option<Arc<RateLimiter>>,
     sessions: Option<Sessions>,
+    secrets: Option<Secrets>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -176,6 +178,7 @@ impl Pipeline {
             cors,
             limiter: None,
             sessions: None,
+            secrets: None,
         }
     }
 
@@ -188,6 +191,13 @@ impl Pipeline {
     /// Adds token verification (JWT and CSRF).
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.sessions = Some(sessions);
+        self
+    }
+
+    /// Adds the function's secrets, refreshed once their TTL has passed, before the
+    /// authentication of an admitted request ([`Secrets::refresh_if_due`]).
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = Some(secrets);
         self
     }
 
@@ -281,16 +291,21 @@ impl Pipeline {
             body_bytes(req).len(),
             req.headers(),
         )?;
+        if let Some(secrets) = &self.secrets {
+            secrets.refresh_if_due().await;
+        }
         if self.endpoint.auth || self.endpoint.csrf {
             let sessions = self.sessions.as_ref().ok_or_else(|| {
                 ApiError::Internal("endpoint requires sessions but none are configured".into())
             })?;
             if self.endpoint.auth {
-                ctx.user_id = Some(sessions.authenticate(req.headers())?);
+                ctx.user_id = Some(sessions.authenticate_fresh(req.headers()).await?);
             }
             if self.endpoint.csrf {
                 let user = ctx.user_id.as_deref().unwrap_or_default();
-                sessions.check_csrf(req.headers(), user, &self.cors)?;
+                sessions
+                    .check_csrf_fresh(req.headers(), user, &self.cors)
+                    .await?;
             }
         }
         if self.endpoint.per_user_limit

@@ -8,8 +8,12 @@ use lambda_http::{Request, service_fn};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+#[cfg(feature = "secrets")]
+use crate::config::{ConfigError, Need, SecretOrigin};
 use crate::pipeline::{Handler, Pipeline};
 use crate::ratelimit::RateLimiter;
+#[cfg(feature = "secrets")]
+use crate::secrets::Secrets;
 use crate::store::dynamodb::DynamoRateLimitStore;
 
 /// The rate limiter on the configured table, covering every configured endpoint's policy.
@@ -37,4 +41,37 @@ pub async fn run<H: Handler + 'static>(
         async move { Ok::<_, Infallible>(pipeline.serve(req, handler.as_ref()).await) }
     }))
     .await
+}
+
+/// Loads the secrets in `needs` from AWS Secrets Manager (those `config` names by id) with the
+/// configured TTL; fails, naming the variable, as [`Secrets::load`] does. Call it during init
+/// beside the other clients' construction (`tokio::join!`).
+#[cfg(feature = "secrets")]
+pub async fn secrets(config: &Config, needs: &[Need]) -> Result<Secrets, ConfigError> {
+    let named = |n: &Need| matches!(config.secrets.get(n), Some(SecretOrigin::Id(_)));
+    if !needs.iter().any(named) {
+        config.require(needs)?;
+        return Ok(Secrets::from_config(config));
+    }
+    let client = crate::secrets::aws::client(config.store_timeout.max(SECRETS_TIMEOUT)).await;
+    let source = Arc::new(crate::secrets::aws::SecretsManager::new(client));
+    Secrets::load(config, needs, source, Arc::new(SystemClock))
+        .await
+        .inspect_err(|err| {
+            tracing::error!(event = "startup.failed", error = %err, "secrets refused");
+        })
+}
+
+/// The least bound on each Secrets Manager call.
+#[cfg(feature = "secrets")]
+const SECRETS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The secrets in `needs` and a DynamoDB client, built concurrently during init.
+#[cfg(feature = "secrets")]
+pub async fn clients(config: &Config, needs: &[Need]) -> Result<(Secrets, Client), ConfigError> {
+    let (secrets, client) = tokio::join!(
+        secrets(config, needs),
+        crate::store::dynamodb::client(config.store_timeout)
+    );
+    Ok((secrets?, client))
 }

@@ -5,7 +5,7 @@
 //! rotation. CSRF tokens are `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the user id,
 //! expiry and nonce, compared in constant time.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,8 +20,12 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Need, Secret};
 use crate::cors::Cors;
 use crate::error::{ApiError, ForbiddenKind};
+use crate::secrets::{Secrets, Snapshot};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The reason given when a token's `kid` names no known key.
+const UNKNOWN_KEY: &str = "unknown key";
 
 /// Seconds of clock skew tolerated on `nbf` and `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -72,15 +76,26 @@ pub struct Issued {
 }
 
 /// Issues and verifies access and CSRF tokens.
+///
+/// Keys come from [`Secrets`]: tokens are signed with the current JWT and CSRF keys and
+/// verified with the current and the previous ones, re-derived whenever the secrets change.
 #[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+struct KeySet {
+    generation: u64,
     current: Key,
     previous: Option<Key>,
-    csrf_key: Secret,
+    csrf: Secret,
+    csrf_previous: Option<Secret>,
+}
+
+struct Inner {
+    secrets: Secrets,
+    keys: RwLock<Arc<KeySet>>,
+    environment: crate::config::Environment,
     jwt_ttl: Duration,
     csrf_ttl: Duration,
     issuer: String,
@@ -91,27 +106,55 @@ struct Inner {
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
-            .field("kid", &self.inner.current.kid)
+            .field("kid", &self.keys().current.kid)
             .finish_non_exhaustive()
     }
 }
 
+fn key_set(
+    snapshot: &Snapshot,
+    environment: crate::config::Environment,
+) -> Result<KeySet, ConfigError> {
+    let missing = |need: Need| ConfigError::Missing {
+        var: need.id_var().into(),
+        environment,
+    };
+    let jwt = snapshot
+        .get(Need::JwtKey)
+        .ok_or_else(|| missing(Need::JwtKey))?;
+    let csrf = snapshot
+        .get(Need::CsrfKey)
+        .ok_or_else(|| missing(Need::CsrfKey))?;
+    Ok(KeySet {
+        generation: snapshot.generation(),
+        current: Key::new(&jwt.current),
+        previous: jwt.previous.as_ref().map(Key::new),
+        csrf: csrf.current.clone(),
+        csrf_previous: csrf.previous.clone(),
+    })
+}
+
 impl Sessions {
-    /// Sessions with the keys, lifetimes, issuer and audience of `config`; fails, naming the
-    /// variable, when a key is missing.
+    /// Sessions with the keys `config` holds itself (development values), its lifetimes,
+    /// issuer and audience; fails, naming the variable, when a key is missing. Deployed
+    /// functions use [`Sessions::with_secrets`].
     pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         config.require(&[Need::JwtKey, Need::CsrfKey])?;
-        let (Some(jwt), Some(csrf)) = (&config.jwt_secret, &config.csrf_secret) else {
-            return Err(ConfigError::Missing {
-                var: "JWT_SECRET_KEY".into(),
-                environment: config.environment,
-            });
-        };
+        Self::with_secrets(config, Secrets::from_config(config), clock)
+    }
+
+    /// Sessions whose keys come from `secrets` (which must hold the JWT and CSRF keys).
+    pub fn with_secrets(
+        config: &Config,
+        secrets: Secrets,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
+        let keys = key_set(&secrets.snapshot(), config.environment)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                current: Key::new(jwt),
-                previous: config.jwt_secret_previous.as_ref().map(Key::new),
-                csrf_key: csrf.clone(),
+                secrets,
+                keys: RwLock::new(Arc::new(keys)),
+                environment: config.environment,
                 jwt_ttl: config.jwt_ttl,
                 csrf_ttl: config.csrf_ttl,
                 issuer: config.jwt_issuer.clone(),
@@ -121,9 +164,64 @@ impl Sessions {
         })
     }
 
+    /// The keys of the secrets' current snapshot, derived again only when it changed.
+    fn keys(&self) -> Arc<KeySet> {
+        let i = &self.inner;
+        let snapshot = i.secrets.snapshot();
+        let cached = match i.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(p) => Arc::clone(&p.into_inner()),
+        };
+        if cached.generation == snapshot.generation() {
+            return cached;
+        }
+        match key_set(&snapshot, i.environment) {
+            Ok(keys) => {
+                let keys = Arc::new(keys);
+                if let Ok(mut slot) = i.keys.write() {
+                    *slot = Arc::clone(&keys);
+                }
+                keys
+            }
+            Err(_) => cached,
+        }
+    }
+
+    /// [`Sessions::authenticate`], and when the token names a key this instance does not
+    /// know (another instance may already sign with a rotated key), one early refresh of the
+    /// secrets and a second try.
+    pub async fn authenticate_fresh(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        match self.authenticate(headers) {
+            Err(ApiError::Unauthorized(UNKNOWN_KEY)) if self.inner.secrets.refresh_now().await => {
+                self.authenticate(headers)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Sessions::check_csrf`], with one early refresh of the secrets and a second try when
+    /// the token's MAC matches neither known key.
+    pub async fn check_csrf_fresh(
+        &self,
+        headers: &HeaderMap,
+        user_id: &str,
+        cors: &Cors,
+    ) -> Result<(), ApiError> {
+        match self.check_csrf(headers, user_id, cors) {
+            Err(ApiError::Forbidden(ForbiddenKind::CsrfToken))
+                if headers.contains_key("x-csrf-token")
+                    && self.inner.secrets.refresh_now().await =>
+            {
+                self.check_csrf(headers, user_id, cors)
+            }
+            other => other,
+        }
+    }
+
     /// Signs an access token for `user_id` with the current key.
     pub fn issue_access_token(&self, user_id: &str) -> Result<Issued, ApiError> {
         let i = &self.inner;
+        let keys = self.keys();
         let now = i.clock.now_s();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -135,8 +233,8 @@ impl Sessions {
             jti: uuid::Uuid::new_v4().to_string(),
         };
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(i.current.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &i.current.encoding)
+        header.kid = Some(keys.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &keys.current.encoding)
             .map_err(|_| ApiError::Internal("signing an access token failed".into()))?;
         Ok(Issued {
             token,
@@ -152,14 +250,14 @@ impl Sessions {
         if header.alg != Algorithm::HS256 {
             return Err(ApiError::Unauthorized("unexpected algorithm"));
         }
+        let keys = self.keys();
         let key = match header.kid.as_deref() {
-            Some(kid) if kid == i.current.kid => &i.current,
-            Some(kid) if i.previous.as_ref().is_some_and(|p| p.kid == kid) => {
-                i.previous
-                    .as_ref()
-                    .ok_or(ApiError::Unauthorized("unknown key"))?
-            }
-            _ => return Err(ApiError::Unauthorized("unknown key")),
+            Some(kid) if kid == keys.current.kid => &keys.current,
+            Some(kid) if keys.previous.as_ref().is_some_and(|p| p.kid == kid) => keys
+                .previous
+                .as_ref()
+                .ok_or(ApiError::Unauthorized(UNKNOWN_KEY))?,
+            _ => return Err(ApiError::Unauthorized(UNKNOWN_KEY)),
         };
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[&i.issuer]);
@@ -198,8 +296,8 @@ impl Sessions {
         Ok(self.verify_access_token(token.trim())?.sub)
     }
 
-    fn csrf_mac(&self, user_id: &str, expires: u64, nonce: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(self.inner.csrf_key.expose().as_bytes())
+    fn csrf_mac(key: &Secret, user_id: &str, expires: u64, nonce: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(key.expose().as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(b"csrf|v1|");
         mac.update(user_id.as_bytes());
@@ -216,7 +314,7 @@ impl Sessions {
         let expires = self.inner.clock.now_s() + ttl;
         let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
         let tag = B64.encode(
-            self.csrf_mac(user_id, expires, &nonce)
+            Self::csrf_mac(&self.keys().csrf, user_id, expires, &nonce)
                 .finalize()
                 .into_bytes(),
         );
@@ -249,9 +347,17 @@ impl Sessions {
         let tag = B64
             .decode(tag)
             .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
-        self.csrf_mac(user_id, expires, nonce)
-            .verify_slice(&tag)
-            .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))
+        let keys = self.keys();
+        let verifies = |key: &Secret| {
+            Self::csrf_mac(key, user_id, expires, nonce)
+                .verify_slice(&tag)
+                .is_ok()
+        };
+        if verifies(&keys.csrf) || keys.csrf_previous.as_ref().is_some_and(verifies) {
+            Ok(())
+        } else {
+            Err(bad)
+        }
     }
 
     /// The CSRF defence of a state-changing request: the origin check, then the token.
@@ -302,6 +408,7 @@ mod tests {
             "JWT_SECRET_KEY" => Some(jwt.clone()),
             "JWT_SECRET_KEY_PREVIOUS" => previous.clone(),
             "CSRF_SECRET_KEY" => Some("csrf-key-for-tests-0123456789abcdef".into()),
+            "ENVIRONMENT" => Some("development".into()),
             _ => None,
         })
         .expect("config")
@@ -395,7 +502,7 @@ mod tests {
             jti: "j".into(),
         };
         let mut h = Header::new(Algorithm::HS256);
-        h.kid = Some(s.inner.current.kid.clone());
+        h.kid = Some(s.keys().current.kid.clone());
         let wrong_aud =
             jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(KEY.as_bytes()))
                 .expect("e");
@@ -466,7 +573,7 @@ mod tests {
     #[test]
     fn given_claim_edges_when_verifying_then_leeway_is_exact_and_empty_claims_refused() {
         let (s, clock) = sessions(KEY, None);
-        let kid = Some(s.inner.current.kid.clone());
+        let kid = Some(s.keys().current.kid.clone());
         let now = T0 / 1000;
         let ok = signed(KEY, kid.clone(), &claims_at(now));
         clock.set_ms((now + 60 + LEEWAY_SECS - 1) * 1000);
@@ -515,7 +622,7 @@ mod tests {
         let old_key = "previous-jwt-key-0123456789abcdef-xyz";
         let (s, _) = sessions(KEY, Some(old_key));
         let now = T0 / 1000;
-        let previous_kid = s.inner.previous.as_ref().map(|p| p.kid.clone());
+        let previous_kid = s.keys().previous.as_ref().map(|p| p.kid.clone());
         assert!(
             s.verify_access_token(&signed(old_key, previous_kid.clone(), &claims_at(now)))
                 .is_ok()
@@ -546,7 +653,11 @@ mod tests {
         let (s, _) = sessions(KEY, None);
         let now = T0 / 1000;
         let forge = |expires: u64| {
-            let tag = B64.encode(s.csrf_mac("u", expires, "n").finalize().into_bytes());
+            let tag = B64.encode(
+                Sessions::csrf_mac(&s.keys().csrf, "u", expires, "n")
+                    .finalize()
+                    .into_bytes(),
+            );
             format!("v1.{expires}.n.{tag}")
         };
         assert!(s.verify_csrf(&forge(now + 3600), "u").is_ok());

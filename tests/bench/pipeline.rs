@@ -63,6 +63,7 @@ impl Handler for Ok200 {
 fn config() -> Arc<Config> {
     Arc::new(
         Config::from_lookup(|k| match k {
+            "ENVIRONMENT" => Some("development".into()),
             "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
                 Some("dev-only-benchmark-key-0123456789abcdef".into())
             }

@@ -5,7 +5,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `AI_API_BASE` | `https://api.openai.com` | provider base URL; calls `{AI_API_BASE}/v1/chat/completions` |
-//! | `AI_API_KEY` | unset | provider key; required in staging and production |
+//! | `AI_API_KEY_ID` | unset | Secrets Manager id of the provider key; required in staging and production (`AI_API_KEY`, the value itself, in development only) |
 //! | `AI_MODEL` | `gpt-4o-mini` | model used when a request names none |
 //! | `AI_MODELS` | `AI_MODEL` | comma-separated models a request may name |
 //! | `AI_MAX_TOKENS` | `1024` | cap on `max_tokens`, and its value when a request names none |
@@ -15,8 +15,7 @@
 
 use std::time::Duration;
 
-use flowbotz_security::config::DEV_SECRET_PREFIX;
-use flowbotz_security::{ConfigError, Environment, Secret};
+use flowbotz_security::{ConfigError, Environment};
 
 /// The system prompt when `AI_SYSTEM_PROMPT` is unset.
 pub(crate) const DEFAULT_SYSTEM_PROMPT: &str = "You are the FlowBotz assistant. Answer helpfully, \
@@ -34,10 +33,6 @@ pub(crate) struct AiConfig {
     /// `https://api.openai.com`. Staging and production accept only `https://` URLs; in
     /// development `http://` is allowed for a local stand-in.
     pub(crate) api_base: String,
-    /// `AI_API_KEY`: the provider's key, sent as `Authorization: Bearer`. Required in staging
-    /// and production (the function refuses to start without it). When it is unset in
-    /// development, chat answers from the offline `local-echo` provider. Never logged.
-    pub(crate) api_key: Option<Secret>,
     /// `AI_MODEL`: the model used when a request names none. Default `gpt-4o-mini`; it must be
     /// one of `AI_MODELS`.
     pub(crate) model: String,
@@ -105,23 +100,6 @@ impl AiConfig {
             ));
         }
 
-        let api_key = match get("AI_API_KEY") {
-            Some(key) if environment.is_deployed() && key.starts_with(DEV_SECRET_PREFIX) => {
-                return Err(invalid(
-                    "AI_API_KEY",
-                    &format!("a development secret is not accepted in {environment}"),
-                ));
-            }
-            Some(key) => Some(Secret::new(key)),
-            None if environment.is_deployed() => {
-                return Err(ConfigError::Missing {
-                    var: "AI_API_KEY".into(),
-                    environment,
-                });
-            }
-            None => None,
-        };
-
         let model = get("AI_MODEL").unwrap_or_else(|| DEFAULT_MODEL.into());
         let models: Vec<String> = match get("AI_MODELS") {
             Some(list) => list
@@ -154,7 +132,6 @@ impl AiConfig {
 
         Ok(Self {
             api_base,
-            api_key,
             model,
             models,
             max_tokens,
@@ -197,8 +174,6 @@ mod tests {
         AiConfig::from_lookup(env, move |k| map.get(k).cloned())
     }
 
-    const KEY: &str = "sk-test-0123456789abcdef0123456789abcdef";
-
     #[test]
     fn given_nothing_in_development_when_loading_then_defaults_and_no_key() {
         let c = cfg(Environment::Development, &[]).expect("config");
@@ -206,7 +181,6 @@ mod tests {
             c.completions_url(),
             "https://api.openai.com/v1/chat/completions"
         );
-        assert!(c.api_key.is_none());
         assert_eq!(c.model, DEFAULT_MODEL);
         assert_eq!(c.models, [DEFAULT_MODEL]);
         assert_eq!(c.max_tokens, 1024);
@@ -216,25 +190,25 @@ mod tests {
     }
 
     #[test]
-    fn given_staging_or_production_without_a_key_when_loading_then_refused_naming_ai_api_key() {
-        for env in [Environment::Staging, Environment::Production] {
-            let err = cfg(env, &[]).unwrap_err();
-            assert_eq!(err.to_string(), format!("AI_API_KEY is required in {env}"));
+    fn given_staging_or_production_without_a_key_id_when_starting_then_refused_naming_ai_api_key_id()
+     {
+        use flowbotz_security::Config;
+        use flowbotz_security::config::Need;
+        for env in ["staging", "production"] {
+            let c = Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| env.to_string()))
+                .expect("config");
+            let err = c.require(&[Need::AiApiKey]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("AI_API_KEY_ID is required in {env}")
+            );
         }
-        let dev = format!("{DEV_SECRET_PREFIX}{KEY}");
-        let err = cfg(Environment::Production, &[("AI_API_KEY", &dev)]).unwrap_err();
-        assert!(err.to_string().contains("AI_API_KEY"));
-        assert!(!err.to_string().contains(KEY), "the value is not echoed");
-        let c = cfg(Environment::Production, &[("AI_API_KEY", KEY)]).expect("config");
-        assert_eq!(c.api_key.as_ref().map(Secret::expose), Some(KEY));
-    }
-
-    #[test]
-    fn given_a_key_when_debug_printed_then_it_is_redacted() {
-        let c = cfg(Environment::Development, &[("AI_API_KEY", KEY)]).expect("config");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains(KEY));
-        assert!(debug.contains("[redacted]"));
+        let dev = Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+            .expect("config");
+        assert!(
+            dev.require(&[Need::AiApiKey]).is_ok(),
+            "development may use the offline provider"
+        );
     }
 
     #[test]
@@ -271,7 +245,7 @@ mod tests {
         let cases: &[Case] = &[
             (
                 Environment::Production,
-                &[("AI_API_KEY", KEY), ("AI_API_BASE", "http://ai.example")],
+                &[("AI_API_BASE", "http://ai.example")],
                 "AI_API_BASE",
             ),
             (

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::store::dynamodb;
 use flowbotz_security::{Pipeline, runtime};
+
+const NEEDS: &[Need] = &[Need::JwtKey, Need::CsrfKey];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    let config = Arc::new(flowbotz_security::start(&[Need::JwtKey, Need::CsrfKey])?);
-    let client = dynamodb::client(config.store_timeout).await;
-    let sessions = Sessions::new(&config, Arc::new(SystemClock))?;
+    let config = Arc::new(flowbotz_security::start(env!("CARGO_CRATE_NAME"), NEEDS)?);
+    let (secrets, client) = runtime::clients(&config, NEEDS).await?;
+    let sessions = Sessions::with_secrets(&config, secrets.clone(), Arc::new(SystemClock))?;
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
         .with_limiter(runtime::limiter(&config, client))
+        .with_secrets(secrets)
         .with_sessions(sessions.clone());
     runtime::run(pipeline, handler::CsrfToken { sessions }).await
 }

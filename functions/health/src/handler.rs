@@ -64,7 +64,10 @@ mod tests {
     use std::sync::Arc;
 
     fn setup() -> (Pipeline, Health) {
-        let config = Arc::new(Config::from_lookup(|_| None).expect("config"));
+        let config = Arc::new(
+            Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+                .expect("config"),
+        );
         let limiter = RateLimiter::new(
             Arc::new(MemoryStore::new()),
             Arc::new(ManualClock::at_ms(1_800_000_000_000)),

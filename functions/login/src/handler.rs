@@ -140,6 +140,7 @@ mod tests {
     async fn setup() -> (Pipeline, Login, ManualClock) {
         let config = Arc::new(
             Config::from_lookup(|k| match k {
+                "ENVIRONMENT" => Some("development".into()),
                 "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
                     Some("test-key-0123456789abcdef0123456789".into())
                 }

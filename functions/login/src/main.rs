@@ -8,18 +8,20 @@ use flowbotz_security::accounts::dynamodb::DynamoUserStore;
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::store::dynamodb;
 use flowbotz_security::{Pipeline, runtime};
+
+const NEEDS: &[Need] = &[Need::JwtKey, Need::CsrfKey];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    let config = Arc::new(flowbotz_security::start(&[Need::JwtKey, Need::CsrfKey])?);
+    let config = Arc::new(flowbotz_security::start(env!("CARGO_CRATE_NAME"), NEEDS)?);
     let clock = Arc::new(SystemClock);
-    let client = dynamodb::client(config.store_timeout).await;
+    let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let users = Arc::new(DynamoUserStore::new(client.clone(), &config.tables.users));
-    let sessions = Sessions::new(&config, clock.clone())?;
+    let sessions = Sessions::with_secrets(&config, secrets.clone(), clock.clone())?;
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
-        .with_limiter(runtime::limiter(&config, client));
+        .with_limiter(runtime::limiter(&config, client))
+        .with_secrets(secrets);
     runtime::run(
         pipeline,
         handler::Login::new(users, sessions, clock, config.login_throttle),

@@ -318,6 +318,7 @@ mod tests {
     fn setup(fail: Option<ProviderError>) -> Setup {
         let config = Arc::new(
             Config::from_lookup(|k| match k {
+                "ENVIRONMENT" => Some("development".into()),
                 "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => {
                     Some("test-key-0123456789abcdef0123456789".into())
                 }

@@ -8,18 +8,24 @@ use std::sync::Arc;
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::store::dynamodb;
 use flowbotz_security::{Pipeline, runtime};
+
+const NEEDS: &[Need] = &[Need::JwtKey, Need::CsrfKey, Need::StripeSecretKey];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    let config = Arc::new(flowbotz_security::start(&[Need::JwtKey, Need::CsrfKey])?);
+    let config = Arc::new(flowbotz_security::start(env!("CARGO_CRATE_NAME"), NEEDS)?);
     let settings = provider::Settings::from_env(config.environment)?;
-    let stripe = provider::StripeIntents::new(&settings)?;
-    let client = dynamodb::client(config.store_timeout).await;
+    let (secrets, client) = runtime::clients(&config, NEEDS).await?;
+    let stripe = provider::StripeIntents::new(&settings, &secrets)?;
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
         .with_limiter(runtime::limiter(&config, client))
-        .with_sessions(Sessions::new(&config, Arc::new(SystemClock))?);
+        .with_sessions(Sessions::with_secrets(
+            &config,
+            secrets.clone(),
+            Arc::new(SystemClock),
+        )?)
+        .with_secrets(secrets);
     let handler = handler::PaymentIntent::new(
         stripe.map(|s| Arc::new(s) as _),
         Arc::new(SystemClock),

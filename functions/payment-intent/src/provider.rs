@@ -2,10 +2,12 @@
 //! is tested without a network.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowbotz_security::config::{ConfigError, check_secret};
+use flowbotz_security::config::{ConfigError, Need};
+use flowbotz_security::secrets::Secrets;
 use flowbotz_security::{Environment, Secret};
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_core::payment_intent::CreatePaymentIntent;
@@ -13,9 +15,6 @@ use stripe_core::payment_intent::CreatePaymentIntent;
 /// The function's payment settings, from the environment.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// `STRIPE_SECRET_KEY`: required outside development; without it in development the
-    /// endpoint answers 503.
-    pub(crate) secret_key: Option<Secret>,
     /// `STRIPE_API_BASE`: Stripe's API base URL (the local stand-in in development).
     pub(crate) api_base: Option<String>,
     /// `PAYMENT_MAX_AMOUNT`: the largest amount in minor units (default 1,000,000).
@@ -37,16 +36,6 @@ impl Settings {
         env: Environment,
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let secret_key = match get("STRIPE_SECRET_KEY") {
-            Some(k) => Some(check_secret("STRIPE_SECRET_KEY", k, env)?),
-            None if env.is_deployed() => {
-                return Err(ConfigError::Missing {
-                    var: "STRIPE_SECRET_KEY".into(),
-                    environment: env,
-                });
-            }
-            None => None,
-        };
         let number = |var: &str, default: u64| -> Result<u64, ConfigError> {
             get(var).map_or(Ok(default), |v| {
                 v.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -71,8 +60,7 @@ impl Settings {
             });
         }
         Ok(Self {
-            secret_key,
-            api_base: get("STRIPE_API_BASE"),
+            api_base: get("STRIPE_API_BASE").filter(|_| !env.is_deployed()),
             max_amount: number("PAYMENT_MAX_AMOUNT", 1_000_000)? as i64,
             currencies,
             timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 5_000)?),
@@ -129,31 +117,70 @@ pub(crate) trait Intents: Send + Sync {
     ) -> Result<CreatedIntent, ProviderError>;
 }
 
+/// A Stripe client on the secret key in use (`STRIPE_SECRET_KEY_ID`), built again when a
+/// refresh of the secrets brings a new key.
+pub(crate) struct LiveClient {
+    secrets: Secrets,
+    settings: Settings,
+    built: Mutex<Option<(u64, Client)>>,
+}
+
+impl LiveClient {
+    /// The client of the current key.
+    pub(crate) fn get(&self) -> Result<Client, ProviderError> {
+        let snapshot = self.secrets.snapshot();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((generation, client)) = built.as_ref()
+            && *generation == snapshot.generation()
+        {
+            return Ok(client.clone());
+        }
+        let key = snapshot
+            .get(Need::StripeSecretKey)
+            .ok_or_else(|| ProviderError::Unavailable("no Stripe key".into()))?;
+        let client = build_client(&key.current, &self.settings)
+            .map_err(|_| ProviderError::Unavailable("stripe client not built".into()))?;
+        *built = Some((snapshot.generation(), client.clone()));
+        Ok(client)
+    }
+}
+
+fn build_client(key: &Secret, settings: &Settings) -> Result<Client, ConfigError> {
+    let mut builder = ClientBuilder::new(key.expose()).timeout(settings.timeout);
+    if let Some(base) = &settings.api_base {
+        let base = if base.ends_with('/') {
+            base.clone()
+        } else {
+            format!("{base}/")
+        };
+        builder = builder.url(base);
+    }
+    builder.build().map_err(|_| ConfigError::Invalid {
+        var: "STRIPE_API_BASE".into(),
+        reason: "the Stripe client could not be built".into(),
+    })
+}
+
 /// Stripe through async-stripe.
 pub(crate) struct StripeIntents {
-    client: Client,
+    client: LiveClient,
 }
 
 impl StripeIntents {
-    /// The client, or `None` when no key is configured (development only).
-    pub(crate) fn new(settings: &Settings) -> Result<Option<Self>, ConfigError> {
-        let Some(key) = &settings.secret_key else {
+    /// The client, or `None` when no key is configured (development only: the configuration
+    /// refuses the rest).
+    pub(crate) fn new(settings: &Settings, secrets: &Secrets) -> Result<Option<Self>, ConfigError> {
+        let Some(key) = secrets.snapshot().get(Need::StripeSecretKey).cloned() else {
             return Ok(None);
         };
-        let mut builder = ClientBuilder::new(key.expose()).timeout(settings.timeout);
-        if let Some(base) = &settings.api_base {
-            let base = if base.ends_with('/') {
-                base.clone()
-            } else {
-                format!("{base}/")
-            };
-            builder = builder.url(base);
-        }
-        let client = builder.build().map_err(|_| ConfigError::Invalid {
-            var: "STRIPE_API_BASE".into(),
-            reason: "the Stripe client could not be built".into(),
-        })?;
-        Ok(Some(Self { client }))
+        let client = build_client(&key.current, settings)?;
+        Ok(Some(Self {
+            client: LiveClient {
+                secrets: secrets.clone(),
+                settings: settings.clone(),
+                built: Mutex::new(Some((secrets.snapshot().generation(), client))),
+            },
+        }))
     }
 }
 
@@ -221,7 +248,7 @@ impl Intents for StripeIntents {
         let intent = create
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client)
+            .send(&self.client.get()?)
             .await
             .map_err(classify)?;
         Ok(CreatedIntent {

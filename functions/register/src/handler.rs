@@ -135,7 +135,10 @@ mod tests {
     use serde_json::json;
 
     fn setup() -> (Pipeline, Register, Arc<MemoryUserStore>) {
-        let config = Arc::new(Config::from_lookup(|_| None).expect("config"));
+        let config = Arc::new(
+            Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+                .expect("config"),
+        );
         let users = Arc::new(MemoryUserStore::new());
         let handler = Register::new(
             users.clone(),

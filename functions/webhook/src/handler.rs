@@ -2,15 +2,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowbotz_security::clock::Clock;
-use flowbotz_security::config::{ConfigError, check_secret};
+use flowbotz_security::config::{ConfigError, Need};
 use flowbotz_security::guard::BodyKind;
 use flowbotz_security::payments::signature::{self, DEFAULT_TOLERANCE_SECS};
 use flowbotz_security::payments::{Claim, EventLedger, PaymentUpdate};
 use flowbotz_security::pipeline::{body_bytes, json};
+use flowbotz_security::secrets::Secrets;
 use flowbotz_security::validate::integer;
-use flowbotz_security::{
-    ApiError, Ctx, Endpoint, Environment, Handler, HandlerResult, Secret, StoreFailure,
-};
+use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, Secret, StoreFailure};
 use http::{Method, StatusCode};
 use lambda_http::Request;
 use serde::Deserialize;
@@ -34,36 +33,41 @@ const KEEP_SECS: u64 = 30 * 24 * 3600;
 
 /// The webhook's settings.
 pub(crate) struct Settings {
-    /// `STRIPE_WEBHOOK_SECRET`: one or more comma-separated signing secrets (several while a
-    /// secret is being rolled).
-    pub(crate) secrets: Vec<Secret>,
+    /// The signing secret(s) (`STRIPE_WEBHOOK_SECRET_ID`): one or more comma-separated
+    /// `whsec_` values (several while a secret is being rolled), read at each delivery so a
+    /// rotated value is used once fetched.
+    pub(crate) secrets: Secrets,
     /// `STRIPE_WEBHOOK_TOLERANCE_SECONDS`: accepted distance of the signature's timestamp from
     /// now, either way (default 300).
     pub(crate) tolerance_secs: u64,
 }
 
+/// The signing secrets in use now.
+fn signing_secrets(secrets: &Secrets) -> Vec<Secret> {
+    secrets
+        .snapshot()
+        .get(Need::StripeWebhookSecret)
+        .map(|v| {
+            v.current
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Settings {
-    pub(crate) fn from_env(env: Environment) -> Result<Self, ConfigError> {
-        Self::from_lookup(env, |k| std::env::var(k).ok())
+    pub(crate) fn from_env(secrets: Secrets) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok(), secrets)
     }
 
     pub(crate) fn from_lookup(
-        env: Environment,
         get: impl Fn(&str) -> Option<String>,
+        secrets: Secrets,
     ) -> Result<Self, ConfigError> {
-        let raw = get("STRIPE_WEBHOOK_SECRET").unwrap_or_default();
-        let secrets = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| check_secret("STRIPE_WEBHOOK_SECRET", s.to_string(), env))
-            .collect::<Result<Vec<_>, _>>()?;
-        if secrets.is_empty() {
-            return Err(ConfigError::Missing {
-                var: "STRIPE_WEBHOOK_SECRET".into(),
-                environment: env,
-            });
-        }
         let tolerance_secs = match get("STRIPE_WEBHOOK_TOLERANCE_SECONDS") {
             Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
                 var: "STRIPE_WEBHOOK_TOLERANCE_SECONDS".into(),
@@ -182,7 +186,7 @@ impl Handler for Webhook {
         if let Err(reason) = signature::verify(
             payload,
             header,
-            &self.settings.secrets,
+            &signing_secrets(&self.settings.secrets),
             now,
             self.settings.tolerance_secs,
         ) {
@@ -245,7 +249,8 @@ mod tests {
     use flowbotz_security::payments::memory::MemoryLedger;
     use flowbotz_security::payments::{EventLedger, PaymentRecord};
     use flowbotz_security::ratelimit::StoreError;
-    use flowbotz_security::{Config, Pipeline};
+    use flowbotz_security::secrets::Versions;
+    use flowbotz_security::{Config, Environment, Pipeline};
     use flowbotz_tests::events::{Event as Fixture, SHAPES};
     use lambda_http::{Body, Response};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,12 +281,20 @@ mod tests {
     }
 
     fn setup(ledger: Arc<dyn EventLedger>) -> (Pipeline, Webhook, ManualClock) {
-        let config = Arc::new(Config::from_lookup(|_| None).expect("config"));
+        let config = Arc::new(
+            Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+                .expect("config"),
+        );
         let clock = ManualClock::at_ms(T0 * 1000);
-        let settings = Settings::from_lookup(Environment::Development, |k| {
-            (k == "STRIPE_WEBHOOK_SECRET").then(|| format!("{OLD}, {SECRET}"))
-        })
-        .expect("settings");
+        let secrets = Secrets::fixed(
+            Environment::Development,
+            [(
+                Need::StripeWebhookSecret,
+                Versions::single(format!("{OLD}, {SECRET}")),
+            )]
+            .into(),
+        );
+        let settings = Settings::from_lookup(|_| None, secrets).expect("settings");
         (
             Pipeline::new(ENDPOINT, config),
             Webhook::new(ledger, Arc::new(clock.clone()), settings),

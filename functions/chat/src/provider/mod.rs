@@ -8,6 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use flowbotz_security::config::Need;
+use flowbotz_security::secrets::Secrets;
 use flowbotz_security::{ApiError, ConfigError};
 use serde::{Deserialize, Serialize};
 
@@ -157,13 +159,17 @@ pub(crate) trait ChatProvider: Send + Sync {
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError>;
 }
 
-/// The provider the configuration asks for: the OpenAI-compatible API when `AI_API_KEY` is set,
-/// else (development only; the configuration refuses the rest) the offline [`LocalEcho`].
-/// Announces the choice in the start-up log.
-pub(crate) fn from_config(ai: &AiConfig) -> Result<Arc<dyn ChatProvider>, ConfigError> {
-    match &ai.api_key {
-        Some(key) => {
-            let provider = OpenAiProvider::new(ai, key.clone())?;
+/// The provider the configuration asks for: the OpenAI-compatible API when the function has an
+/// AI key (`AI_API_KEY_ID`, read at each call from `secrets` so a rotated key is used once
+/// fetched), else (development only; the configuration refuses the rest) the offline
+/// [`LocalEcho`]. Announces the choice in the start-up log.
+pub(crate) fn from_config(
+    ai: &AiConfig,
+    secrets: &Secrets,
+) -> Result<Arc<dyn ChatProvider>, ConfigError> {
+    match secrets.snapshot().get(Need::AiApiKey) {
+        Some(_) => {
+            let provider = OpenAiProvider::new(ai, secrets.clone())?;
             tracing::info!(
                 event = "ai.provider",
                 provider = "openai-compatible",
@@ -178,8 +184,8 @@ pub(crate) fn from_config(ai: &AiConfig) -> Result<Arc<dyn ChatProvider>, Config
             tracing::warn!(
                 event = "ai.provider",
                 provider = local::MODEL,
-                "AI_API_KEY is not set: chat answers from the offline local-echo provider \
-                 (development only; staging and production require AI_API_KEY)"
+                "AI_API_KEY_ID is not set: chat answers from the offline local-echo provider \
+                 (development only; staging and production require AI_API_KEY_ID)"
             );
             Ok(Arc::new(LocalEcho))
         }

@@ -1,7 +1,9 @@
 //! An OpenAI-compatible chat completions API over one HTTP client built at start.
 
 use async_trait::async_trait;
-use flowbotz_security::{ConfigError, Secret};
+use flowbotz_security::ConfigError;
+use flowbotz_security::config::Need;
+use flowbotz_security::secrets::Secrets;
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 
@@ -17,18 +19,19 @@ const DEFAULT_RETRY_AFTER: u64 = 5;
 /// Most seconds a client is asked to wait after the provider's 429.
 const MAX_RETRY_AFTER: u64 = 60;
 
-/// `POST {AI_API_BASE}/v1/chat/completions` with `Authorization: Bearer {AI_API_KEY}`.
+/// `POST {AI_API_BASE}/v1/chat/completions` with `Authorization: Bearer` and the AI key current
+/// at the time of the call.
 pub(crate) struct OpenAiProvider {
     client: reqwest::Client,
     url: String,
-    key: Secret,
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("url", &self.url)
-            .field("key", &self.key)
+            .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
 }
@@ -36,7 +39,7 @@ impl std::fmt::Debug for OpenAiProvider {
 impl OpenAiProvider {
     /// The provider of `ai`, with its timeouts. Redirects are not followed, so the key is only
     /// ever sent to the configured URL.
-    pub(crate) fn new(ai: &AiConfig, key: Secret) -> Result<Self, ConfigError> {
+    pub(crate) fn new(ai: &AiConfig, secrets: Secrets) -> Result<Self, ConfigError> {
         let client = reqwest::Client::builder()
             .connect_timeout(ai.connect_timeout)
             .timeout(ai.timeout)
@@ -50,7 +53,7 @@ impl OpenAiProvider {
         Ok(Self {
             client,
             url: ai.completions_url(),
-            key,
+            secrets,
         })
     }
 }
@@ -128,10 +131,14 @@ fn retry_after(headers: &http::HeaderMap) -> u64 {
 #[async_trait]
 impl ChatProvider for OpenAiProvider {
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let secrets = self.secrets.snapshot();
+        let key = secrets
+            .get(Need::AiApiKey)
+            .ok_or(ProviderError::Transport("no AI key"))?;
         let mut resp = self
             .client
             .post(&self.url)
-            .bearer_auth(self.key.expose())
+            .bearer_auth(key.current.expose())
             .json(&WireRequest {
                 model: &req.model,
                 messages: &req.messages,

@@ -25,6 +25,7 @@ const SYSTEM_PROMPT: &str = "System prompt from the configuration.";
 pub(super) fn config() -> Arc<Config> {
     Arc::new(
         Config::from_lookup(|k| match k {
+            "ENVIRONMENT" => Some("development".into()),
             "JWT_SECRET_KEY" | "CSRF_SECRET_KEY" => Some(SECRET.into()),
             _ => None,
         })

@@ -19,7 +19,6 @@ const LEAK: &str = "PROVIDER-INTERNAL-DETAIL";
 fn ai(base: &str, timeout_ms: u64) -> AiConfig {
     let vars = HashMap::from([
         ("AI_API_BASE", base.to_string()),
-        ("AI_API_KEY", API_KEY.to_string()),
         ("AI_MODEL", "small".to_string()),
         ("AI_MODELS", "small,large".to_string()),
         ("AI_MAX_TOKENS", "300".to_string()),
@@ -32,7 +31,18 @@ fn ai(base: &str, timeout_ms: u64) -> AiConfig {
 
 fn against(base: &str, timeout_ms: u64) -> Setup {
     let ai = ai(base, timeout_ms);
-    setup_with(provider::from_config(&ai).expect("provider"), (&ai).into())
+    let secrets = flowbotz_security::secrets::Secrets::fixed(
+        Environment::Development,
+        [(
+            flowbotz_security::config::Need::AiApiKey,
+            flowbotz_security::secrets::Versions::single(API_KEY),
+        )]
+        .into(),
+    );
+    setup_with(
+        provider::from_config(&ai, &secrets).expect("provider"),
+        (&ai).into(),
+    )
 }
 
 fn completion() -> Value {
