@@ -90,6 +90,71 @@ pub fn needs_rehash(stored: &str) -> bool {
         || params.p_cost() < PARALLELISM
 }
 
+/// Characters of a password the strength estimate reads: the rules above apply to the whole
+/// password, and characters past these can only make it stronger, so the estimate stays a
+/// lower bound while its cost stays bounded.
+pub const SCORED_CHARS: usize = 64;
+
+/// Distinct substitution characters (`4` for `a`, `|` for `i` or `l`, ...) the estimate
+/// reads as substitutions. zxcvbn tries every combination of the substitutions present over
+/// every substring, which grows combinatorially: 20 of them and 108 more characters took
+/// 0.86 s in a release build. Past the first four, each other substitution character becomes
+/// a symbol zxcvbn does not substitute (one per character, so variety is kept), which keeps
+/// the estimate's cost to a few milliseconds for any input the body limit admits.
+pub const SCORED_SUBSTITUTIONS: usize = 4;
+
+/// zxcvbn's substitution characters (its `L33T_TABLE`).
+const SUBSTITUTIONS: &str = "4@8({[<369!1|70$5+%2";
+/// Symbols zxcvbn never reads as substitutions, used in place of the excess ones.
+const NEUTRAL: &str = "^~&*#=?/:;._-,'`\"";
+
+/// The part of `password` the strength estimate reads ([`SCORED_CHARS`],
+/// [`SCORED_SUBSTITUTIONS`]).
+pub fn scoring_input(password: &str) -> String {
+    let neutral: Vec<char> = NEUTRAL.chars().collect();
+    let mut kept: Vec<char> = Vec::with_capacity(SCORED_SUBSTITUTIONS);
+    let mut replaced: Vec<(char, char)> = Vec::new();
+    password
+        .chars()
+        .take(SCORED_CHARS)
+        .map(|c| {
+            if !SUBSTITUTIONS.contains(c) || kept.contains(&c) {
+                return c;
+            }
+            if kept.len() < SCORED_SUBSTITUTIONS {
+                kept.push(c);
+                return c;
+            }
+            if let Some((_, r)) = replaced.iter().find(|(o, _)| *o == c) {
+                return *r;
+            }
+            let r = neutral[replaced.len() % neutral.len()];
+            replaced.push((c, r));
+            r
+        })
+        .collect()
+}
+
+thread_local! {
+    static SCORED: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The characters and distinct substitution characters of the last input the strength
+/// estimate read on this thread, for tests that show its cost is bounded whatever the password.
+pub fn last_scored() -> (usize, usize) {
+    SCORED.with(std::cell::Cell::get)
+}
+
+/// zxcvbn's score (0 to 4) of the bounded [`scoring_input`] of `password`.
+fn estimate(password: &str, user_inputs: &[&str]) -> u8 {
+    let input = scoring_input(password);
+    let mut subs: Vec<char> = input.chars().filter(|c| SUBSTITUTIONS.contains(*c)).collect();
+    subs.sort_unstable();
+    subs.dedup();
+    SCORED.with(|c| c.set((input.chars().count(), subs.len())));
+    u8::from(zxcvbn::zxcvbn(&input, user_inputs).score())
+}
+
 /// Checks a new password against the policy; the error names the rule that failed and never
 /// the password.
 pub fn check_policy(password: &str, email: &str, policy: &PasswordPolicy) -> Result<(), ApiError> {
@@ -113,7 +178,7 @@ pub fn check_policy(password: &str, email: &str, policy: &PasswordPolicy) -> Res
     if common().contains(lower.as_str()) {
         return fail("is a commonly used password".into());
     }
-    let score = u8::from(zxcvbn::zxcvbn(password, &[email, &local]).score());
+    let score = estimate(password, &[email, &local]);
     if score < policy.min_score {
         return fail(format!(
             "is too easy to guess (strength {score} of 4, needs {}); use a longer passphrase",
@@ -139,6 +204,51 @@ mod tests {
             Err(ApiError::Validation(f)) => Some(f[0].message.clone()),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// The slowest inputs found for zxcvbn's substitution matcher: many distinct substitution
+    /// characters, then length.
+    pub(super) fn costly_passwords() -> Vec<String> {
+        let subs = SUBSTITUTIONS;
+        vec![
+            format!("{subs}{}", "a".repeat(108)),
+            subs.chars().cycle().take(128).collect(),
+            subs.chars().rev().cycle().take(128).collect(),
+            format!("1|7!1|7!{}", "a".repeat(120)),
+        ]
+    }
+
+    #[test]
+    fn given_costly_passwords_when_checking_then_the_estimate_reads_a_bounded_input() {
+        for p in costly_passwords() {
+            let _ = check_policy(&p, "someone@example.com", &POLICY);
+            let (chars, subs) = last_scored();
+            assert!(chars <= SCORED_CHARS, "{chars} characters scored");
+            assert!(subs <= SCORED_SUBSTITUTIONS, "{subs} substitutions scored");
+        }
+    }
+
+    #[test]
+    fn given_the_scoring_input_when_bounded_then_prefix_and_excess_substitutions_are_replaced_one_to_one()
+     {
+        let input = scoring_input(&costly_passwords()[0]);
+        assert_eq!(input.chars().count(), SCORED_CHARS);
+        assert!(input.starts_with("4@8("), "the first four are kept");
+        let replaced: Vec<char> = input.chars().skip(4).take(16).collect();
+        let mut distinct = replaced.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 16, "each excess character gets its own symbol");
+        assert!(replaced.iter().all(|c| !SUBSTITUTIONS.contains(*c)));
+        for ordinary in ["correct horse battery staple", "x7$Kp!Lmq#zz", "Tr0ub4dor&3"] {
+            assert_eq!(scoring_input(ordinary), ordinary, "short inputs are read whole");
+        }
+        assert!(
+            check_policy(&costly_passwords()[0], "someone@example.com", &POLICY).is_ok(),
+            "a strong password stays strong when bounded"
+        );
+        let long = "q".repeat(200);
+        assert_eq!(scoring_input(&long).len(), SCORED_CHARS);
     }
 
     #[test]
