@@ -36,6 +36,9 @@ step "OpenAPI document: valid 3.1, in step with the router, the template and the
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
 
+step "local Secrets Manager: rotation stages in moto, the secrets created from the template"
+.venv/bin/python -m unittest -q scripts/test_local_secrets.py
+
 # The end-to-end stack gets its own ports so it can run beside `make run`.
 export API_PORT=${TEST_API_PORT:-9100} MOTO_PORT=${TEST_MOTO_PORT:-5105}
 trap 'scripts/stack.sh stop' EXIT
@@ -44,6 +47,7 @@ EXTRA_ENV=tests/e2e.env scripts/stack.sh start
 set -a; . config/local.env; set +a
 export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT
 export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
 export FLOWBOTZ_STRIPE_URL=http://127.0.0.1:$((API_PORT + 3111))
 
