@@ -6,7 +6,7 @@
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-run: ## Serve the whole API on http://127.0.0.1:9000 with local DynamoDB, Stripe and AI stand-ins
+run: ## Serve the whole API on http://127.0.0.1:9000 with local DynamoDB and Secrets Manager (moto), Stripe and AI stand-ins
 	@scripts/stack.sh run
 
 test: ## Run every check: fmt, clippy, unit, fixture, template, OpenAPI, end-to-end, attacks, headers, fuzz

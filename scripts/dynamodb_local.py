@@ -1,20 +1,40 @@
-"""moto_server for the local stack, with each request applied atomically.
+"""moto_server for the local stack (DynamoDB and Secrets Manager), with each request applied
+atomically and Secrets Manager's version stages kept as AWS keeps them.
 
 DynamoDB applies every conditional write atomically; moto's server evaluates a condition and
 writes the item in separate steps on concurrent threads, so two racing conditional updates can
 both pass (seen here as 6 admissions with a limit of 5 when eight clients race on one key).
 Serialising requests restores the guarantee the project relies on, so the concurrency tests
-check this project's code rather than moto's races. Usage: dynamodb_local.py HOST PORT
+check this project's code rather than moto's races.
+
+moto 5.2's UpdateSecretVersionStage moves the AWSCURRENT label but not the version that
+GetSecretValue without a VersionStage returns, nor the one a later PutSecretValue demotes to
+AWSPREVIOUS: after a rotation's finishSecret, a plain GetSecretValue still answered the old
+value, and a put-secret-value left two versions labelled AWSCURRENT. The patch below moves
+both with the label, as Secrets Manager does (scripts/test_local_secrets.py checks it).
+Usage: dynamodb_local.py HOST PORT
 """
 
 import sys
 import threading
 
+from moto.secretsmanager.models import SecretsManagerBackend
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
 _lock = threading.Lock()
 _app = DomainDispatcherApplication(create_backend_app)
+_update_secret_version_stage = SecretsManagerBackend.update_secret_version_stage
+
+
+def update_secret_version_stage(self, secret_id, version_stage, remove_from_version_id, move_to_version_id):
+    result = _update_secret_version_stage(self, secret_id, version_stage, remove_from_version_id, move_to_version_id)
+    if version_stage == "AWSCURRENT" and move_to_version_id:
+        self.secrets[secret_id].set_default_version_id(move_to_version_id)
+    return result
+
+
+SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
 
 
 def serialised(environ, start_response):

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The local stack: moto_server (DynamoDB), the tables from template.yaml, and every function
-# behind `cargo lambda watch`.
+# The local stack: moto_server (DynamoDB and Secrets Manager), the tables and secrets from
+# template.yaml, and every function behind `cargo lambda watch`.
 #
 #   scripts/stack.sh run     serve in the foreground until Ctrl-C (make run)
 #   scripts/stack.sh start   start in the background and wait until ready (make test)
 #   scripts/stack.sh stop    stop what `start` started
-#   scripts/stack.sh services   start only moto (with the tables) and the Stripe stand-in, and
+#   scripts/stack.sh services   start only moto (tables, secrets) and the Stripe stand-in, and
 #                               write the functions' environment to .run/$API_PORT/lambda.env
 #                               (make bench runs the functions itself)
 #
 # API_PORT (default 9000) and MOTO_PORT (default 5005) choose the ports; EXTRA_ENV names a
 # file of KEY=VALUE lines added to the functions' environment (tests raise limits this way).
+#
+# Secret values never enter the functions' environment: they are generated once into .env
+# (config/local-secrets.env holds the Stripe stand-in's key), stored in moto's Secrets Manager
+# by scripts/create_secrets.py, and each function gets only the ids (*_ID) of its secrets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,11 +43,17 @@ lambda_env() {
   local f=$RUN_DIR/lambda.env
   {
     grep -v '^#' config/local.env
-    grep -v '^#' .env
+    cat "$RUN_DIR/secrets.env"
     echo "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT"
+    echo "AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT"
     echo "STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT/"
     if [ -n "${EXTRA_ENV:-}" ]; then grep -v '^#' "$EXTRA_ENV"; fi
   } | grep -v '^\s*$' > "$f"
+  # The functions fetch secrets by id; a value here would be a second path around that.
+  if grep -Eq '^(JWT_SECRET_KEY|JWT_SECRET_KEY_PREVIOUS|CSRF_SECRET_KEY|STRIPE_SECRET_KEY|STRIPE_WEBHOOK_SECRET|AI_API_KEY)=' "$f"; then
+    echo "a secret value reached $f; secrets belong in Secrets Manager" >&2
+    return 1
+  fi
   echo "$f"
 }
 
@@ -56,13 +66,16 @@ wait_http() { # url seconds
 }
 
 start_moto() {
-  log "starting moto_server (DynamoDB) on 127.0.0.1:$MOTO_PORT"
+  log "starting moto_server (DynamoDB, Secrets Manager) on 127.0.0.1:$MOTO_PORT"
   MOTO_PORT=$MOTO_PORT .venv/bin/python scripts/dynamodb_local.py 127.0.0.1 "$MOTO_PORT" > "$RUN_DIR/moto.log" 2>&1 &
   echo $! > "$RUN_DIR/moto.pid"
   wait_http "http://127.0.0.1:$MOTO_PORT/moto-api/" 30
   log "creating tables from template.yaml"
   set -a; . config/local.env; set +a
   AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_tables.py template.yaml
+  log "creating secrets from template.yaml"
+  AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_secrets.py \
+    template.yaml .env config/local-secrets.env > "$RUN_DIR/secrets.env"
 }
 
 start_stripe() {
@@ -112,7 +125,7 @@ banner() {
   cat <<MSG
 
 FlowBotz API on http://127.0.0.1:$API_PORT
-  DynamoDB: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
+  DynamoDB and Secrets Manager: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
 Routes:
 $(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^"\(.*\)" = "\(.*\)"/  http:\/\/127.0.0.1:'"$API_PORT"'\1  ->  \2/')
 Try:

@@ -36,6 +36,9 @@ step "OpenAPI document: valid 3.1, in step with the router, the template and the
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
 
+step "local Secrets Manager: rotation stages in moto, the secrets created from the template"
+.venv/bin/python -m unittest -q scripts/test_local_secrets.py
+
 # The end-to-end stack gets its own ports so it can run beside `make run`.
 export API_PORT=${TEST_API_PORT:-9100} MOTO_PORT=${TEST_MOTO_PORT:-5105}
 trap 'scripts/stack.sh stop' EXIT

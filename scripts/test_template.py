@@ -11,14 +11,24 @@ from the Rust sources what the function needs, and compares it with what the tem
   those methods makes (`.update_item()`, `.transact_write_items()` with its Put/Update/Delete
   items, ...) mapped to IAM actions. The function's policy must grant exactly those actions on
   exactly those tables: a missing grant fails, and so does a grant the code does not use.
-- Secrets: the `Need::` values the crate declares, the secrets of shared components it builds
-  (such as `Sessions`, which reads JWT_SECRET_KEY, JWT_SECRET_KEY_PREVIOUS and CSRF_SECRET_KEY),
-  `config.<secret field>` reads and secret variable names used as literals. The function's
-  environment must hold exactly those, each as a Secrets Manager dynamic reference.
+- Secrets: the `Need::` values the crate names, and those of shared components it builds (such
+  as `Sessions`, which needs the JWT and CSRF keys). Each need is one environment variable
+  holding the id of one secret (NEEDS); the function fetches the value from Secrets Manager at
+  start. The environment must hold exactly those variables, each naming the right secret, and
+  the policy must grant `secretsmanager:GetSecretValue` on exactly those secrets, plus
+  `kms:Decrypt` through Secrets Manager on `KmsKeyArn` when it is set. No environment holds a
+  secret's value.
+- The key rotation function (ROTATION) has no API route and no secret of its own to read: its
+  grants on the rotated secrets are the fixed table below, checked against the template and,
+  once its crate exists, against the Secrets Manager calls of its code.
 
 Functions of the template whose crate does not exist yet are skipped, with a message. The
 analysis is static (regular expressions over comment-free, test-free sources); when it meets
-something it cannot classify (an unmapped store or SDK call), it fails rather than guess.
+something it cannot classify (an unmapped store, SDK call or `Need`), it fails rather than guess.
+
+The same file checks settings the template shares with the code and the documentation: the AI
+provider's base URL, chat's timeout against its AI timeout and API Gateway's, the architecture
+named by the README, samconfig.toml and the template, and the customer-managed KMS key.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import copy
 import json
 import re
 import sys
+import tomllib
 import unittest
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +72,51 @@ STORES = {
     },
 }
 
-# Secrets that are not (yet) fields of Config: found as literals in a function's crate.
-EXTRA_SECRET_VARS = {"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "AI_API_KEY"}
+# The secrets the code can ask for: `Need` variant -> the variable holding the secret's id (its
+# name or ARN) and the secret's name under <SecretsPrefix>/<Environment>/.
+NEEDS = {
+    "JwtKey": ("JWT_SECRET_KEY_ID", "jwt-secret-key"),
+    "CsrfKey": ("CSRF_SECRET_KEY_ID", "csrf-secret-key"),
+    "StripeSecretKey": ("STRIPE_SECRET_KEY_ID", "stripe-secret-key"),
+    "StripeWebhookSecret": ("STRIPE_WEBHOOK_SECRET_ID", "stripe-webhook-secret"),
+    "AiApiKey": ("AI_API_KEY_ID", "ai-api-key"),
+}
 
-# Secrets passed only when a template condition holds (a rotation in progress).
-OPTIONAL_SECRETS = {"JWT_SECRET_KEY_PREVIOUS": "HasJwtPreviousKey"}
+# Secrets the stack creates and rotates (AWS::SecretsManager::Secret with a RotationSchedule);
+# the others hold values issued by Stripe or the AI provider and are created outside the stack.
+ROTATED = {"jwt-secret-key", "csrf-secret-key"}
+
+# Shared components whose construction needs secrets.
+IMPLIED_NEEDS = {"Sessions": {"JwtKey", "CsrfKey"}}
+
+# The rotation function: its grants on each rotated secret, the action that has no resource to
+# scope to, and its KMS actions when KmsKeyArn is set (it reads and writes secret versions).
+ROTATION = {
+    "binary": "rotate-keys",
+    "actions": {
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+    },
+    "unscoped": {"secretsmanager:GetRandomPassword"},
+    "kms": {"kms:Decrypt", "kms:GenerateDataKey"},
+}
+
+# KMS actions of a function that reads secrets, when KmsKeyArn is set.
+READER_KMS = {"kms:Decrypt"}
+
+# Variables that carried secret values into the functions before they fetched them at run time.
+VALUE_VARS = {"JWT_SECRET_KEY", "JWT_SECRET_KEY_PREVIOUS", "CSRF_SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "AI_API_KEY"}
+
+SECRET_NAME = re.compile(r"^\$\{SecretsPrefix\}/\$\{Environment\}/([a-z0-9-]+)$")
+SECRET_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:"
+    r"\$\{SecretsPrefix\}/\$\{Environment\}/([a-z0-9-]+)-\?\?\?\?\?\?$"
+)
+
+# API Gateway's fixed integration timeout, in seconds.
+API_GATEWAY_TIMEOUT_S = 29
 
 # aws-sdk-dynamodb client operations -> the IAM actions that authorise them. Transactions are
 # authorised by the item actions inside them (there is no dynamodb:TransactWriteItems action).
@@ -89,10 +140,6 @@ TRANSACTION_ITEMS = {
     "Get": "dynamodb:GetItem",
 }
 NOT_OPERATIONS = {"clone", "config"}
-
-SECRET_REF = re.compile(
-    r"^\{\{resolve:secretsmanager:\$\{SecretsPrefix\}/\$\{Environment\}/([a-z0-9-]+):SecretString\}\}$"
-)
 
 
 class AnalysisError(AssertionError):
@@ -245,40 +292,37 @@ def shared_sources() -> dict[str, RustSource]:
 # What the code needs
 # ------------------------------------------------------------------------------------------------
 
-
 @dataclass
 class Config:
-    """Facts from shared/src/config.rs."""
+    """Facts from the shared crate: table variables (shared/src/config.rs) and the `Need`
+    variants (wherever `enum Need` is declared)."""
 
     table_vars: dict[str, str]  # Tables field -> variable
-    need_vars: dict[str, str]  # Need variant -> variable
-    secret_fields: dict[str, str]  # Config field holding a secret -> variable
+    need_variants: set[str]
 
     @classmethod
-    def read(cls) -> "Config":
-        src = RustSource.load("shared/src/config.rs")
+    def read(cls, shared: dict[str, RustSource] | None = None) -> "Config":
+        shared = shared if shared is not None else shared_sources()
+        src = shared["shared/src/config.rs"]
         init = re.search(r"\btables\s*:\s*Tables\s*\{", src.masked)
         if not init:
             raise AnalysisError("shared/src/config.rs: no `tables: Tables { ... }` initialiser")
         body = src.code[init.end() - 1:matching(src.masked, init.end() - 1) + 1]
         table_vars = dict(re.findall(r'(\w+)\s*:\s*get\(\s*"([A-Z0-9_]+)"\s*\)', body))
-        impl_need = re.search(r"\bimpl\s+Need\s*\{", src.masked)
-        if not impl_need:
-            raise AnalysisError("shared/src/config.rs: no `impl Need` block")
-        body = src.code[impl_need.end() - 1:matching(src.masked, impl_need.end() - 1) + 1]
-        need_vars = dict(re.findall(r'Self::(\w+)\s*=>\s*"([A-Z0-9_]+)"', body))
-        secret_fields = {}
-        for m in re.finditer(r'(?:\blet\s+(\w+)\s*=|\b(\w+)\s*:)\s*optional_secret\s*\(\s*&?\s*get\s*,\s*"([A-Z0-9_]+)"', src.code):
-            secret_fields[m.group(1) or m.group(2)] = m.group(3)
-        for m in re.finditer(r'\b(\w+)\s*:\s*get\(\s*"([A-Z0-9_]+)"\s*\)[^,;]*\bSecret\b', src.code):
-            secret_fields[m.group(1)] = m.group(2)
-        if not table_vars or not need_vars or not secret_fields:
-            raise AnalysisError("shared/src/config.rs: tables, Need or secrets not found")
-        return cls(table_vars, need_vars, secret_fields)
+        if not table_vars:
+            raise AnalysisError("shared/src/config.rs: table variables not found")
+        return cls(table_vars, need_variants(shared))
 
-    @property
-    def secret_vars(self) -> set[str]:
-        return set(self.need_vars.values()) | set(self.secret_fields.values()) | EXTRA_SECRET_VARS
+
+def need_variants(shared: dict[str, RustSource]) -> set[str]:
+    """The variants of the shared crate's `enum Need`."""
+    for src in shared.values():
+        m = re.search(r"\benum\s+Need\s*\{", src.masked)
+        if m:
+            body = src.masked[m.end():matching(src.masked, m.end() - 1)]
+            body = re.sub(r"#\[[^\]]*\]", " ", body)
+            return set(re.findall(r"\b([A-Z]\w*)\s*(?:,|$|\(|\{)", body.strip()))
+    raise AnalysisError("shared/src: no `enum Need`")
 
 
 def transaction_actions(text: str) -> set[str]:
@@ -347,7 +391,7 @@ def called_methods(sources: list[RustSource], trait: str, store: str, methods: s
 @dataclass
 class Needs:
     tables: dict[str, set[str]] = field(default_factory=dict)  # table variable -> IAM actions
-    secrets: set[str] = field(default_factory=set)
+    secrets: set[str] = field(default_factory=set)  # Need variants
 
 
 def factories(shared: dict[str, RustSource]) -> dict[tuple[str, str], tuple[str, str, str]]:
@@ -399,24 +443,14 @@ def derive_needs(crate: Path, config: Config | None = None, shared: dict[str, Ru
         actions = set().union(*(methods[m] for m in used))
         needs.tables.setdefault(var, set()).update(actions)
 
-    # Secrets: Need values, shared components built with them, config fields and literals.
-    def secrets_in(src: RustSource) -> set[str]:
-        found = {config.need_vars[n] for n in re.findall(r"\bNeed::(\w+)", src.masked) if n in config.need_vars}
-        found |= {config.secret_fields[f] for f in re.findall(r"\bconfig\s*\.\s*(\w+)", src.masked) if f in config.secret_fields}
-        found |= src.literals() & config.secret_vars
-        return found
-
-    structs = {}
-    for path, src in shared.items():
-        if path == "shared/src/config.rs":
-            continue
-        for name in re.findall(r"\bpub\s+struct\s+(\w+)", src.masked):
-            structs[name] = src
+    # Secrets: the Need values the crate names, and those of shared components it builds.
     for src in sources:
-        needs.secrets |= secrets_in(src)
+        for variant in re.findall(r"\bNeed::(\w+)", src.masked):
+            if variant not in NEEDS:
+                raise AnalysisError(f"{src.path}: Need::{variant} is not in NEEDS in scripts/test_template.py")
+            needs.secrets.add(variant)
         for type_name in set(re.findall(r"\b([A-Z]\w*)::\w+\s*\(", src.masked)):
-            if type_name in structs:
-                needs.secrets |= secrets_in(structs[type_name])
+            needs.secrets |= IMPLIED_NEEDS.get(type_name, set())
     return needs
 
 
@@ -469,20 +503,41 @@ def table_of_var(template: dict) -> dict[str, str]:
                 out[var] = value["Ref"]
     return out
 
+def stack_secrets(template: dict) -> dict[str, str]:
+    """Secret name -> logical id of every AWS::SecretsManager::Secret of the template."""
+    out = {}
+    for logical, res in template["Resources"].items():
+        if res.get("Type") == "AWS::SecretsManager::Secret":
+            name = res.get("Properties", {}).get("Name")
+            text = name.get("Sub") if isinstance(name, dict) else None
+            m = SECRET_NAME.match(text) if isinstance(text, str) else None
+            out[m.group(1) if m else f"<{logical}: Name is not !Sub ${{SecretsPrefix}}/${{Environment}}/<name>>"] = logical
+    return out
 
-def secret_reference(value) -> tuple[str | None, str | None]:
-    """(secret name, condition) when `value` is a Secrets Manager reference, else (None, None)."""
-    condition = None
-    if isinstance(value, dict) and "If" in value:
-        condition, present, absent = value["If"]
-        if absent != {"Ref": "AWS::NoValue"}:
-            return None, None
-        value = present
-    text = value.get("Sub") if isinstance(value, dict) else value
-    if isinstance(text, str) and "{{resolve:secretsmanager:" in text:
-        m = SECRET_REF.match(text)
-        return (m.group(1) if m else "<malformed>"), condition
-    return None, None
+
+def secret_id(template: dict, value) -> str | None:
+    """The secret an environment value names (`!Ref <Secret>` or `!Sub ${SecretsPrefix}/${Environment}/<name>`)."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return {logical: name for name, logical in stack_secrets(template).items()}.get(value["Ref"])
+    if isinstance(value, dict) and set(value) == {"Sub"} and isinstance(value["Sub"], str):
+        m = SECRET_NAME.match(value["Sub"])
+        return m.group(1) if m else None
+    return None
+
+
+def expected_id(template: dict, name: str):
+    """How the environment must name secret `name`: the stack's secret by `!Ref` (its ARN), a
+    secret created outside the stack by its name."""
+    if name in ROTATED:
+        return {"Ref": stack_secrets(template).get(name, f"<the AWS::SecretsManager::Secret named {name}>")}
+    return {"Sub": f"${{SecretsPrefix}}/${{Environment}}/{name}"}
+
+
+def show(value) -> str:
+    if isinstance(value, dict) and len(value) == 1:
+        (k, v), = value.items()
+        return f"!{k} {v}"
+    return repr(value)
 
 
 def _arn_table(resource) -> str | None:
@@ -494,35 +549,109 @@ def _arn_table(resource) -> str | None:
     return None
 
 
-def granted(template: dict, logical: str) -> tuple[dict[str, set[str]], list[str]]:
-    """Logical table -> actions the function's policies allow, and problems with the policies."""
-    grants: dict[str, set[str]] = {}
-    problems = []
+def _secret_resource(template: dict, resource) -> tuple[str | None, str]:
+    """(secret name, problem) of a policy resource: `!Ref <Secret>` for the stack's secrets, the
+    ARN with Secrets Manager's random `-??????` suffix for the others."""
+    if isinstance(resource, dict) and set(resource) == {"Ref"}:
+        name = {logical: name for name, logical in stack_secrets(template).items()}.get(resource["Ref"])
+        if name:
+            return name, ""
+    if isinstance(resource, dict) and set(resource) == {"Sub"} and isinstance(resource["Sub"], str):
+        m = SECRET_ARN.match(resource["Sub"])
+        if m and m.group(1) in ROTATED:
+            return m.group(1), f"secret {m.group(1)} belongs to the stack: grant it with !Ref {stack_secrets(template).get(m.group(1))}"
+        if m:
+            return m.group(1), ""
+    return None, f"resource {resource!r} is neither `!Ref <Secret>` nor arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:${{SecretsPrefix}}/${{Environment}}/<name>-??????"
+
+
+KMS_CONDITION = {"StringEquals": {"kms:ViaService": {"Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
+
+
+@dataclass
+class Grants:
+    """What a function's policies allow."""
+
+    tables: dict[str, set[str]] = field(default_factory=dict)  # logical table -> actions
+    secrets: dict[str, set[str]] = field(default_factory=dict)  # secret name -> actions
+    unscoped: set[str] = field(default_factory=set)  # actions on Resource "*"
+    kms: set[str] = field(default_factory=set)  # actions on KmsKeyArn when it is set
+    problems: list[str] = field(default_factory=list)
+
+
+def granted(template: dict, logical: str) -> Grants:
+    g = Grants()
     for policy in template["Resources"][logical]["Properties"].get("Policies", []):
         if not isinstance(policy, dict) or set(policy) - {"Version", "Statement"}:
-            problems.append(f"policy {policy!r} is not an inline statement list (no managed policies or SAM policy templates)")
+            g.problems.append(f"policy {policy!r} is not an inline statement list (no managed policies or SAM policy templates)")
             continue
         for st in policy["Statement"]:
+            conditional = False
+            if isinstance(st, dict) and set(st) == {"If"}:
+                cond, present, absent = st["If"]
+                if cond != "HasKmsKey" or absent != {"Ref": "AWS::NoValue"}:
+                    g.problems.append(f"statement {st!r}: the only conditional statement expected is `!If [HasKmsKey, <statement>, !Ref AWS::NoValue]`")
+                    continue
+                st, conditional = present, True
+            sid = st.get("Sid")
             actions = st.get("Action", [])
             actions = [actions] if isinstance(actions, str) else actions
             resources = st.get("Resource", [])
             resources = resources if isinstance(resources, list) else [resources]
-            if st.get("Effect") != "Allow" or "NotAction" in st or "NotResource" in st or "Condition" in st:
-                problems.append(f"statement {st.get('Sid')!r}: only plain Allow statements are expected")
+            if st.get("Effect") != "Allow" or "NotAction" in st or "NotResource" in st:
+                g.problems.append(f"statement {sid!r}: only Allow statements with Action and Resource are expected")
                 continue
-            for action in actions:
-                if "*" in action or not action.startswith("dynamodb:"):
-                    problems.append(f"statement {st.get('Sid')!r}: action {action!r} is not an exact DynamoDB action")
-            for resource in resources:
-                table = _arn_table(resource)
-                if table is None or template["Resources"].get(table, {}).get("Type") != "AWS::DynamoDB::Table":
-                    problems.append(f"statement {st.get('Sid')!r}: resource {resource!r} is not a table's Arn")
-                    continue
-                grants.setdefault(table, set()).update(a for a in actions if a.startswith("dynamodb:") and "*" not in a)
-    return grants, problems
+            bad = [a for a in actions if "*" in a or ":" not in a]
+            if bad:
+                g.problems.append(f"statement {sid!r}: {bad} are not exact actions")
+                continue
+            services = {a.split(":")[0] for a in actions}
+            if len(services) != 1:
+                g.problems.append(f"statement {sid!r}: mixes the services {sorted(services)}")
+                continue
+            (service,) = services
+            if service == "kms":
+                if not conditional:
+                    g.problems.append(f"statement {sid!r}: KMS grants belong in `!If [HasKmsKey, ...]`")
+                if resources != [{"Ref": "KmsKeyArn"}]:
+                    g.problems.append(f"statement {sid!r}: the KMS resource must be !Ref KmsKeyArn")
+                if st.get("Condition") != KMS_CONDITION:
+                    g.problems.append(f"statement {sid!r}: the KMS grant must be scoped with kms:ViaService to secretsmanager.${{AWS::Region}}.amazonaws.com")
+                g.kms.update(actions)
+                continue
+            if conditional or "Condition" in st:
+                g.problems.append(f"statement {sid!r}: only plain Allow statements are expected for {service}")
+                continue
+            if service == "dynamodb":
+                for resource in resources:
+                    table = _arn_table(resource)
+                    if table is None or template["Resources"].get(table, {}).get("Type") != "AWS::DynamoDB::Table":
+                        g.problems.append(f"statement {sid!r}: resource {resource!r} is not a table's Arn")
+                        continue
+                    g.tables.setdefault(table, set()).update(actions)
+            elif service == "secretsmanager":
+                for resource in resources:
+                    if resource == "*":
+                        g.unscoped.update(actions)
+                        continue
+                    name, problem = _secret_resource(template, resource)
+                    if problem:
+                        g.problems.append(f"statement {sid!r}: {problem}")
+                    if name:
+                        g.secrets.setdefault(name, set()).update(actions)
+            else:
+                g.problems.append(f"statement {sid!r}: {service} actions are not expected")
+    return g
 
 
-def drift(template: dict, binary: str, needs: Needs, config: Config) -> list[str]:
+def _compare(problems: list[str], what: str, want: set[str], got: set[str]):
+    if want - got:
+        problems.append(f"policy lacks {sorted(want - got)} {what}, which the code uses")
+    if got - want:
+        problems.append(f"policy grants {sorted(got - want)} {what}, which the code does not use")
+
+
+def drift(template: dict, binary: str, needs: Needs) -> list[str]:
     """Every difference between what the code needs and what the template gives `binary`."""
     logical = functions_of(template)[binary]
     problems = []
@@ -533,39 +662,118 @@ def drift(template: dict, binary: str, needs: Needs, config: Config) -> list[str
             problems.append(f"{var} is not a Globals variable `!Ref`-ing a table")
             continue
         expected.setdefault(tables[var], set()).update(actions)
-    grants, policy_problems = granted(template, logical)
-    problems += policy_problems
-    for table in sorted(set(expected) | set(grants)):
-        missing = expected.get(table, set()) - grants.get(table, set())
-        extra = grants.get(table, set()) - expected.get(table, set())
-        if missing:
-            problems.append(f"policy lacks {sorted(missing)} on {table}, which the code uses")
-        if extra:
-            problems.append(f"policy grants {sorted(extra)} on {table}, which the code does not use")
+    g = granted(template, logical)
+    problems += g.problems
+    for table in sorted(set(expected) | set(g.tables)):
+        _compare(problems, f"on {table}", expected.get(table, set()), g.tables.get(table, set()))
+
+    if binary == ROTATION["binary"]:
+        want_vars: dict[str, tuple[str, str]] = {}
+        want_secrets = {name: set(ROTATION["actions"]) for name in ROTATED}
+        want_unscoped, want_kms = set(ROTATION["unscoped"]), set(ROTATION["kms"])
+    else:
+        want_vars = {NEEDS[n][0]: (n, NEEDS[n][1]) for n in needs.secrets}
+        want_secrets = {name: {"secretsmanager:GetSecretValue"} for _, name in want_vars.values()}
+        want_unscoped, want_kms = set(), set(READER_KMS) if want_secrets else set()
+    for name in sorted(set(want_secrets) | set(g.secrets)):
+        _compare(problems, f"on secret {name}", want_secrets.get(name, set()), g.secrets.get(name, set()))
+    _compare(problems, 'on Resource "*"', want_unscoped, g.unscoped)
+    _compare(problems, "on KmsKeyArn", want_kms, g.kms)
 
     env = environment(template, logical)
-    given = {}
+    id_vars = {var for var, _ in NEEDS.values()}
     for var, value in env.items():
-        name, condition = secret_reference(value)
-        if name is not None:
-            given[var] = (name, condition)
-        elif var in config.secret_vars:
-            problems.append(f"{var} is set but not as a Secrets Manager dynamic reference")
-    for var in sorted(needs.secrets - set(given)):
-        problems.append(f"environment lacks secret {var}, which the code uses")
-    for var in sorted(set(given) - needs.secrets):
-        problems.append(f"environment holds secret {var}, which the code does not use")
-    for var, (name, condition) in sorted(given.items()):
-        if name != var.lower().replace("_", "-"):
-            problems.append(f"{var} must be {{{{resolve:secretsmanager:${{SecretsPrefix}}/${{Environment}}/{var.lower().replace('_', '-')}:SecretString}}}}")
-        if condition != OPTIONAL_SECRETS.get(var):
-            problems.append(f"{var} condition is {condition}, expected {OPTIONAL_SECRETS.get(var)}")
+        if var in VALUE_VARS:
+            problems.append(f"{var} puts a secret's value in the environment; the function fetches it at run time from the id in {var}_ID")
+        elif "{{resolve:" in json.dumps(value):
+            problems.append(f"{var} resolves a Secrets Manager value into the environment")
+    given = {var for var, value in env.items() if var in id_vars or secret_id(template, value) is not None}
+    for var in sorted(set(want_vars) - given):
+        problems.append(f"environment lacks {var}, which the code uses (Need::{want_vars[var][0]})")
+    for var in sorted(given - set(want_vars)):
+        problems.append(f"environment holds {var}, which the code does not use")
+    for var in sorted(given & set(want_vars)):
+        name = want_vars[var][1]
+        if env[var] != expected_id(template, name):
+            problems.append(f"{var} is {show(env[var])}; it must be {show(expected_id(template, name))}, the id of secret {name}")
     return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings shared by the template, the code and the documentation
+# ------------------------------------------------------------------------------------------------
+
+
+def chat_url(api_base: str, chat_sources: list[RustSource]) -> str:
+    """The URL the chat function calls for `api_base`: the code's `format!("{}<suffix>", base)`
+    with the base's trailing slashes trimmed, as the code does."""
+    suffixes = {s for src in chat_sources for s in re.findall(r'"\{\}(/[^"{}]*chat/completions)"', src.code)}
+    if len(suffixes) != 1:
+        raise AnalysisError(f"functions/chat: expected one `\"{{}}/.../chat/completions\"` URL format, found {sorted(suffixes)}")
+    return api_base.rstrip("/") + suffixes.pop()
+
+
+def code_default(sources: list[RustSource], var: str) -> str:
+    """The literal default of `var` in `get("VAR").unwrap_or_else(|| "...".into())` or
+    `number(&get, "VAR", 123)`."""
+    for src in sources:
+        m = re.search(r'"' + var + r'"\s*\)\s*\.\s*unwrap_or_else\s*\(\s*\|\|\s*"([^"]*)"', src.code)
+        m = m or re.search(r'\(\s*&\s*get\s*,\s*"' + var + r'"\s*,\s*([0-9_]+)\s*\)', src.code)
+        if m:
+            return m.group(1).replace("_", "")
+    raise AnalysisError(f"no default for {var} found")
+
+
+ARCH_PATTERNS = [
+    (re.compile(r"\bArchitecture=([A-Za-z0-9_]+)"), None),
+    (re.compile(r"--arm64\b"), "arm64"),
+    (re.compile(r"--x86-64\b"), "x86_64"),
+    (re.compile(r"--target[ =](aarch64|x86_64)"), None),
+    # A native build (no cross-compiler) builds for the machine; the README's is x86_64.
+    (re.compile(r"\bCARGO_LAMBDA_COMPILER=cargo\b"), "x86_64"),
+]
+
+
+def architectures(texts: dict[str, str], template: dict) -> dict[str, set[str]]:
+    """Architecture -> where it is named: build and deploy commands of the documents, the
+    `Architecture=` overrides of samconfig.toml, the template's default."""
+    found: dict[str, set[str]] = {}
+    for where, text in texts.items():
+        if where.endswith(".toml"):
+            config = tomllib.loads(text)
+            chunks = [
+                (f"{where} [{env}.{command}]", params.get("parameters", {}).get("parameter_overrides", ""))
+                for env, commands in config.items() if isinstance(commands, dict)
+                for command, params in commands.items() if isinstance(params, dict)
+            ]
+        else:
+            chunks = [(where, "\n".join(re.findall(r"```(?:sh|bash|toml)?\n(.*?)```", text, re.S)) if where.endswith(".md") else text)]
+        for label, chunk in chunks:
+            for pattern, arch in ARCH_PATTERNS:
+                for m in pattern.finditer(chunk):
+                    name = {"aarch64": "arm64"}.get(arch or m.group(1), arch or m.group(1))
+                    found.setdefault(name, set()).add(label)
+    found.setdefault(template["Parameters"]["Architecture"].get("Default", "<no default>"), set()).add("template.yaml Architecture default")
+    return found
+
+
+def architecture_texts() -> dict[str, str]:
+    return {p: (ROOT / p).read_text(encoding="utf-8") for p in ("README.md", "docs/deployment.md", "samconfig.toml", "scripts/sam-build.sh")}
 
 
 # ------------------------------------------------------------------------------------------------
 # Tests
 # ------------------------------------------------------------------------------------------------
+
+KMS_OR_DEFAULT = {"If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+
+
+def _rotation_logical(template: dict) -> str:
+    return functions_of(template)[ROTATION["binary"]]
+
+
+def _api_functions(template: dict) -> dict[str, str]:
+    return {b: l for b, l in functions_of(template).items() if template["Resources"][l]["Properties"].get("Events")}
 
 
 class DriftTest(unittest.TestCase):
@@ -574,8 +782,8 @@ class DriftTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.template = load_template()
-        cls.config = Config.read()
         cls.shared = shared_sources()
+        cls.config = Config.read(cls.shared)
 
     def needs(self, binary: str) -> Needs:
         crate = ROOT / "functions" / binary
@@ -584,7 +792,7 @@ class DriftTest(unittest.TestCase):
         return derive_needs(crate, self.config, self.shared)
 
     def check(self, binary: str):
-        problems = drift(self.template, binary, self.needs(binary), self.config)
+        problems = drift(self.template, binary, self.needs(binary))
         self.assertEqual(problems, [], f"{binary}: template.yaml and the code disagree:\n  " + "\n  ".join(problems))
 
     def test_every_crate_has_a_template_function(self):
@@ -597,6 +805,23 @@ class DriftTest(unittest.TestCase):
         self.assertEqual(structs - set(STORES), set(), "add these stores to STORES in scripts/test_template.py")
         for store, spec in STORES.items():
             self.assertIn(store, re.findall(r"\bpub\s+struct\s+(\w+)", self.shared[spec["source"]].masked), spec["source"])
+
+    def test_every_need_of_the_code_is_mapped_to_its_variable(self):
+        self.assertEqual(self.config.need_variants - set(NEEDS), set(), "Need variants without an entry in NEEDS")
+        self.assertEqual(set(NEEDS) - self.config.need_variants, set(), "NEEDS names variants the shared crate's `enum Need` lacks")
+        literals = set().union(*(src.literals() for src in self.shared.values()))
+        for variant, (var, _) in NEEDS.items():
+            self.assertIn(var, literals, f"Need::{variant}: the shared crate never names {var}")
+
+    def test_need_variants_are_read_from_the_enum(self):
+        src = RustSource('pub enum Need {\n    /// doc\n    JwtKey,\n    #[allow(dead_code)]\n    AiApiKey,\n}\nfn f() { "Need::Nope"; }', "synthetic")
+        self.assertEqual(need_variants({"synthetic": src}), {"JwtKey", "AiApiKey"})
+
+    def test_sessions_need_what_the_table_says(self):
+        for type_name, variants in IMPLIED_NEEDS.items():
+            (src,) = [s for s in self.shared.values() if re.search(r"\bpub\s+struct\s+" + type_name + r"\b", s.masked)]
+            named = set(re.findall(r"\bNeed::(\w+)", src.masked))
+            self.assertLessEqual(variants, named, f"{src.path}: IMPLIED_NEEDS[{type_name!r}] names needs the code does not")
 
     def test_the_analysis_finds_what_the_stores_call(self):
         _, users = store_methods("DynamoUserStore")
@@ -630,15 +855,22 @@ class DriftTest(unittest.TestCase):
         with self.assertRaises(AnalysisError):
             actions_of("client.execute_statement()", "synthetic")
 
-    def _mutated(self, binary: str, mutate) -> list[str]:
+    def _mutated(self, binary: str, mutate, needs: Needs | None = None) -> list[str]:
         template = copy.deepcopy(self.template)
         mutate(template["Resources"][functions_of(template)[binary]]["Properties"])
-        return drift(template, binary, self.needs(binary), self.config)
+        return drift(template, binary, needs if needs is not None else self.needs(binary))
+
+    @staticmethod
+    def _statement(props, sid):
+        for st in props["Policies"][0]["Statement"]:
+            inner = st["If"][1] if set(st) == {"If"} else st
+            if inner.get("Sid") == sid:
+                return inner
+        raise KeyError(sid)
 
     def test_the_check_fails_when_a_policy_drops_an_action(self):
         def drop(props):
-            users = next(s for s in props["Policies"][0]["Statement"] if s["Sid"] == "Users")
-            users["Action"].remove("dynamodb:UpdateItem")
+            self._statement(props, "Users")["Action"].remove("dynamodb:UpdateItem")
         problems = self._mutated("login", drop)
         self.assertTrue(any("lacks ['dynamodb:UpdateItem'] on UsersTable" in p for p in problems), problems)
 
@@ -652,29 +884,150 @@ class DriftTest(unittest.TestCase):
             props["Policies"].append({"DynamoDBCrudPolicy": {"TableName": {"Ref": "UsersTable"}}})
         self.assertTrue(any("SAM policy templates" in p for p in self._mutated("health", template_policy)))
 
-    def test_the_check_fails_on_a_missing_or_extra_secret(self):
+    def test_the_check_fails_on_a_missing_extra_or_wrong_secret_id(self):
+        sessions = Needs(secrets={"JwtKey", "CsrfKey"})
+
         def drop(props):
-            del props["Environment"]["Variables"]["CSRF_SECRET_KEY"]
-        self.assertIn("environment lacks secret CSRF_SECRET_KEY, which the code uses", self._mutated("account", drop))
+            del props["Environment"]["Variables"]["CSRF_SECRET_KEY_ID"]
+        self.assertIn("environment lacks CSRF_SECRET_KEY_ID, which the code uses (Need::CsrfKey)", self._mutated("account", drop, sessions))
 
         def add(props):
-            props.setdefault("Environment", {"Variables": {}})["Variables"]["STRIPE_SECRET_KEY"] = {
-                "Sub": "{{resolve:secretsmanager:${SecretsPrefix}/${Environment}/stripe-secret-key:SecretString}}"
-            }
-        self.assertIn("environment holds secret STRIPE_SECRET_KEY, which the code does not use", self._mutated("health", add))
+            props.setdefault("Environment", {"Variables": {}})["Variables"]["STRIPE_SECRET_KEY_ID"] = {"Sub": "${SecretsPrefix}/${Environment}/stripe-secret-key"}
+        self.assertIn("environment holds STRIPE_SECRET_KEY_ID, which the code does not use", self._mutated("health", add, Needs()))
+
+        def swapped(props):
+            props["Environment"]["Variables"]["JWT_SECRET_KEY_ID"] = {"Ref": "CsrfSecret"}
+        self.assertIn("JWT_SECRET_KEY_ID is !Ref CsrfSecret; it must be !Ref JwtSecret, the id of secret jwt-secret-key", self._mutated("login", swapped, sessions))
+
+        def by_name(props):
+            props["Environment"]["Variables"]["JWT_SECRET_KEY_ID"] = {"Sub": "${SecretsPrefix}/${Environment}/jwt-secret-key"}
+        self.assertTrue(any(p.startswith("JWT_SECRET_KEY_ID is !Sub") for p in self._mutated("login", by_name, sessions)))
 
         def plaintext(props):
             props["Environment"]["Variables"]["JWT_SECRET_KEY"] = "0123456789abcdef0123456789abcdef"
-        self.assertIn("JWT_SECRET_KEY is set but not as a Secrets Manager dynamic reference", self._mutated("login", plaintext))
+        self.assertIn("JWT_SECRET_KEY puts a secret's value in the environment; the function fetches it at run time from the id in JWT_SECRET_KEY_ID", self._mutated("login", plaintext, sessions))
+
+        def resolved(props):
+            props["Environment"]["Variables"]["SIGNING"] = {"Sub": "{{resolve:secretsmanager:${SecretsPrefix}/${Environment}/jwt-secret-key:SecretString}}"}
+        self.assertIn("SIGNING resolves a Secrets Manager value into the environment", self._mutated("login", resolved, sessions))
+
+    def test_the_check_fails_when_secret_grants_drift(self):
+        sessions = Needs(secrets={"JwtKey", "CsrfKey"})
+
+        def narrow(props):
+            self._statement(props, "Secrets")["Resource"].remove({"Ref": "CsrfSecret"})
+        self.assertIn("policy lacks ['secretsmanager:GetSecretValue'] on secret csrf-secret-key, which the code uses", self._mutated("login", narrow, sessions))
+
+        def widen(props):
+            self._statement(props, "Secrets")["Resource"].append({"Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretsPrefix}/${Environment}/stripe-secret-key-??????"})
+        self.assertIn("policy grants ['secretsmanager:GetSecretValue'] on secret stripe-secret-key, which the code does not use", self._mutated("login", widen, sessions))
+
+        def wildcard(props):
+            self._statement(props, "Secrets")["Action"] = ["secretsmanager:*"]
+        self.assertTrue(any("are not exact actions" in p for p in self._mutated("login", wildcard, sessions)))
+
+        def unscoped_kms(props):
+            del self._statement(props, "SecretsKey")["Condition"]
+        self.assertTrue(any("kms:ViaService" in p for p in self._mutated("login", unscoped_kms, sessions)))
+
+        def no_kms(props):
+            props["Policies"][0]["Statement"] = [s for s in props["Policies"][0]["Statement"] if set(s) != {"If"}]
+        self.assertIn("policy lacks ['kms:Decrypt'] on KmsKeyArn, which the code uses", self._mutated("login", no_kms, sessions))
+
+        def unconditional_kms(props):
+            statements = props["Policies"][0]["Statement"]
+            statements[:] = [s["If"][1] if set(s) == {"If"} else s for s in statements]
+        self.assertTrue(any("belong in `!If [HasKmsKey" in p for p in self._mutated("login", unconditional_kms, sessions)))
+
+        def owned_by_arn(props):
+            self._statement(props, "Secrets")["Resource"][0] = {"Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${SecretsPrefix}/${Environment}/jwt-secret-key-??????"}
+        self.assertTrue(any("belongs to the stack: grant it with !Ref JwtSecret" in p for p in self._mutated("login", owned_by_arn, sessions)))
+
+    def test_the_rotation_function_gets_exactly_its_table(self):
+        self.assertEqual(drift(self.template, ROTATION["binary"], Needs()), [])
+
+        def no_stage(props):
+            self._statement(props, "RotateKeys")["Action"].remove("secretsmanager:UpdateSecretVersionStage")
+        problems = self._mutated(ROTATION["binary"], no_stage, Needs())
+        self.assertIn("policy lacks ['secretsmanager:UpdateSecretVersionStage'] on secret jwt-secret-key, which the code uses", problems)
+
+        def everywhere(props):
+            self._statement(props, "RotateKeys")["Resource"] = "*"
+        problems = self._mutated(ROTATION["binary"], everywhere, Needs())
+        self.assertTrue(any("on Resource \"*\", which the code does not use" in p for p in problems), problems)
+
+        def reads_stripe(props):
+            props["Environment"] = {"Variables": {"STRIPE_SECRET_KEY_ID": {"Sub": "${SecretsPrefix}/${Environment}/stripe-secret-key"}}}
+        self.assertIn("environment holds STRIPE_SECRET_KEY_ID, which the code does not use", self._mutated(ROTATION["binary"], reads_stripe, Needs()))
+
+    def test_the_rotation_code_calls_what_its_policy_grants(self):
+        crate = ROOT / "functions" / ROTATION["binary"]
+        if not (crate / "src").is_dir():
+            self.skipTest(f"functions/{ROTATION['binary']} does not exist yet")
+        text = "\n".join(s.masked for s in crate_sources(crate) + list(self.shared.values()))
+        for action in sorted(ROTATION["actions"] | ROTATION["unscoped"]):
+            op = re.sub(r"(?<!^)(?=[A-Z])", "_", action.split(":")[1]).lower()
+            self.assertTrue(re.search(r"\.\s*" + op + r"\s*\(", text), f"ROTATION grants {action}, which functions/{ROTATION['binary']} never calls (.{op}())")
+
+    def test_the_stack_owns_and_rotates_the_jwt_and_csrf_keys(self):
+        resources = self.template["Resources"]
+        owned = stack_secrets(self.template)
+        self.assertEqual(set(owned), ROTATED)
+        rotation_fn = _rotation_logical(self.template)
+        fn = resources[rotation_fn]
+        self.assertNotIn("Events", fn["Properties"], "the rotation function answers no API route")
+        schedules = {r["Properties"]["SecretId"]["Ref"]: (n, r) for n, r in resources.items() if r["Type"] == "AWS::SecretsManager::RotationSchedule"}
+        self.assertEqual(set(schedules), set(owned.values()), "one rotation schedule per stack secret")
+        permissions = [(n, r["Properties"]) for n, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"]
+        (permission, props), = [(n, p) for n, p in permissions if p["Principal"] == "secretsmanager.amazonaws.com"]
+        self.assertEqual(props["FunctionName"], {"GetAtt": f"{rotation_fn}.Arn"})
+        self.assertEqual(props["Action"], "lambda:InvokeFunction")
+        self.assertEqual(props["SourceAccount"], {"Ref": "AWS::AccountId"})
+        for name, logical in owned.items():
+            secret = resources[logical]["Properties"]
+            self.assertEqual(secret["GenerateSecretString"], {"PasswordLength": 64, "ExcludePunctuation": True}, name)
+            self.assertNotIn("SecretString", secret, name)
+            schedule_name, schedule = schedules[logical]
+            self.assertEqual(schedule["Properties"]["RotationLambdaARN"], {"GetAtt": f"{rotation_fn}.Arn"}, schedule_name)
+            self.assertEqual(schedule["Properties"]["RotationRules"], {"ScheduleExpression": {"Ref": "KeyRotationSchedule"}}, schedule_name)
+            self.assertEqual(schedule.get("DependsOn"), permission, f"{schedule_name}: Secrets Manager must be allowed to invoke the function first")
+        self.assertEqual(self.template["Parameters"]["KeyRotationSchedule"]["Default"], "rate(30 days)")
+
+    def test_no_secret_value_anywhere_in_the_template(self):
+        self.assertNotIn("{{resolve:", TEMPLATE.read_text(encoding="utf-8"), "secrets are fetched at run time, never resolved at deploy time")
+        for logical in functions_of(self.template).values():
+            self.assertEqual(set(environment(self.template, logical)) & VALUE_VARS, set(), logical)
 
     def test_no_secret_in_globals_or_parameters(self):
-        for var in self.template["Globals"]["Function"]["Environment"]["Variables"]:
-            self.assertNotIn(var, self.config.secret_vars, "secrets go to the functions that use them, not Globals")
-        allowed = {"SecretsPrefix", "SecretsRevision", "JwtPreviousKeyEnabled"}
+        variables = self.template["Globals"]["Function"]["Environment"]["Variables"]
+        ids = {var for var, _ in NEEDS.values()}
+        for var, value in variables.items():
+            self.assertNotIn(var, ids | VALUE_VARS, "secrets go to the functions that use them, not Globals")
+            self.assertIsNone(secret_id(self.template, value), f"Globals {var} names a secret")
+        self.assertEqual(variables["SECRETS_TTL_SECONDS"], {"Ref": "SecretsTtlSeconds"})
+        self.assertEqual(self.template["Parameters"]["SecretsTtlSeconds"]["Default"], 300)
+        allowed = {"SecretsPrefix", "SecretsTtlSeconds", "KeyRotationSchedule", "KmsKeyArn"}
         for name, param in self.template["Parameters"].items():
             self.assertNotIn("NoEcho", param, f"parameter {name}: secrets come from Secrets Manager, not parameters")
             if re.search(r"(?i)secret|password|token|key", name):
                 self.assertIn(name, allowed, f"parameter {name} looks like a secret")
+
+    def test_the_environment_is_never_a_default(self):
+        param = self.template["Parameters"]["Environment"]
+        self.assertNotIn("Default", param, "a deploy that names no environment must fail, not deploy development")
+        config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+        for env, commands in config.items():
+            if not isinstance(commands, dict):
+                continue
+            for command, params in commands.items():
+                overrides = params.get("parameters", {}).get("parameter_overrides") if isinstance(params, dict) else None
+                if overrides is None:
+                    continue
+                named = re.findall(r"\bEnvironment=(\w+)", overrides)
+                self.assertEqual(len(named), 1, f"samconfig.toml [{env}.{command}] must set Environment")
+                self.assertIn(named[0], param["AllowedValues"], f"samconfig.toml [{env}.{command}]")
+                if env in param["AllowedValues"]:
+                    self.assertEqual(named[0], env, f"samconfig.toml [{env}.{command}]")
 
     def test_functions_are_built_and_wired_as_the_api_expects(self):
         g = self.template["Globals"]["Function"]
@@ -690,6 +1043,8 @@ class DriftTest(unittest.TestCase):
             group = self.template["Resources"][logging["LogGroup"]["Ref"]]
             self.assertEqual(group["Type"], "AWS::Logs::LogGroup", logical)
             self.assertIn("RetentionInDays", group["Properties"], logical)
+            if binary == ROTATION["binary"]:
+                continue
             (event,) = props["Events"].values()
             self.assertEqual((event["Type"], event["Properties"]["Method"]), ("Api", "ANY"), logical)
             handler = ROOT / "functions" / binary / "src" / "handler.rs"
@@ -736,17 +1091,77 @@ class DriftTest(unittest.TestCase):
         by_group: dict[str, set[str]] = {}
         for f in filters:
             by_group.setdefault(f["LogGroupName"]["Ref"], set()).add(f["MetricTransformations"][0]["MetricName"])
-        alarmed = {r["Properties"].get("MetricName") for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"}
-        for binary, logical in functions_of(self.template).items():
-            group = resources[logical]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
-            self.assertLessEqual({"RateLimited", "ServerErrors", "IpBlocked"}, by_group.get(group, set()), logical)
+        alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+        alarmed = {a.get("MetricName") for a in alarms}
+        group_of = {l: resources[l]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for l in functions_of(self.template).values()}
+        api = {group_of[l] for l in _api_functions(self.template).values()}
+        for group in api:
+            self.assertLessEqual({"RateLimited", "ServerErrors", "IpBlocked"}, by_group.get(group, set()), group)
         for metric in set().union(*by_group.values()):
             self.assertIn(metric, alarmed, f"metric {metric} has no alarm")
+        rotation = _rotation_logical(self.template)
+        self.assertTrue(
+            any(a["Namespace"] == "AWS/Lambda" and a["MetricName"] == "Errors" and a.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": rotation}}] for a in alarms),
+            f"no alarm on the errors of {rotation}: a failed rotation must reach someone",
+        )
         for name, res in resources.items():
             if res["Type"] == "AWS::Logs::QueryDefinition":
                 groups = {g["Ref"] for g in res["Properties"]["LogGroupNames"]}
-                every = {resources[l]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for l in functions_of(self.template).values()}
-                self.assertEqual(groups, every, name)
+                self.assertLessEqual(api, groups, name)
+                self.assertLessEqual(groups, set(group_of.values()), name)
+
+    def test_the_kms_key_reaches_every_store(self):
+        self.assertEqual(self.template["Parameters"]["KmsKeyArn"]["Default"], "")
+        self.assertEqual(self.template["Conditions"]["HasKmsKey"], {"Not": [{"Equals": [{"Ref": "KmsKeyArn"}, ""]}]})
+        where = {
+            "AWS::SecretsManager::Secret": lambda p: p.get("KmsKeyId"),
+            "AWS::DynamoDB::Table": lambda p: p.get("SSESpecification", {}).get("KMSMasterKeyId"),
+            "AWS::Logs::LogGroup": lambda p: p.get("KmsKeyId"),
+            "AWS::SNS::Topic": lambda p: p.get("KmsMasterKeyId"),
+        }
+        seen = set()
+        for name, res in self.template["Resources"].items():
+            if res["Type"] in where:
+                seen.add(res["Type"])
+                self.assertEqual(where[res["Type"]](res["Properties"]), KMS_OR_DEFAULT, f"{name}: encrypt with KmsKeyArn when it is set")
+            if res["Type"] == "AWS::DynamoDB::Table":
+                sse = res["Properties"]["SSESpecification"]
+                self.assertEqual((sse["SSEEnabled"], sse["SSEType"]), (True, "KMS"), name)
+        self.assertEqual(seen, set(where))
+
+    def test_the_ai_base_default_yields_the_url_the_code_calls(self):
+        chat = crate_sources(ROOT / "functions" / "chat")
+        default = self.template["Parameters"]["AiApiBase"]["Default"]
+        self.assertEqual(self.template["Resources"]["ChatFunction"]["Properties"]["Environment"]["Variables"]["AI_API_BASE"], {"Ref": "AiApiBase"})
+        url = chat_url(default, chat)
+        self.assertNotIn("/v1/v1/", url, f"AiApiBase default {default} makes chat call {url}")
+        self.assertRegex(url, r"^https://[^/]+/v1/chat/completions$")
+        self.assertEqual(default.rstrip("/"), code_default(chat, "AI_API_BASE").rstrip("/"), "the template's and the code's default provider differ")
+        self.assertIn("/v1/v1/", chat_url("https://api.openai.com/v1", chat), "the check must catch a base ending in /v1")
+
+    def test_chat_times_out_after_its_ai_call_and_before_api_gateway(self):
+        chat = crate_sources(ROOT / "functions" / "chat")
+        ai_s = int(code_default(chat, "AI_TIMEOUT_MS")) / 1000
+        props = self.template["Resources"]["ChatFunction"]["Properties"]
+        timeout = props.get("Timeout", self.template["Globals"]["Function"]["Timeout"])
+        self.assertGreater(timeout, ai_s, "chat's Lambda timeout must leave its AI call time to answer 504 itself")
+        self.assertLess(timeout, API_GATEWAY_TIMEOUT_S, "API Gateway gives up after 29 s; the function must answer first")
+        text = TEMPLATE.read_text(encoding="utf-8")
+        block = text[text.index("\n  ChatFunction:\n"):text.index(f"      Timeout: {timeout}\n", text.index("\n  ChatFunction:\n"))]
+        comment = " ".join(line.strip().lstrip("# ") for line in block.splitlines() if line.strip().startswith("#"))
+        for fact in ("AI_TIMEOUT_MS", f"{ai_s:g} s", f"{API_GATEWAY_TIMEOUT_S} s"):
+            self.assertIn(fact, comment, "the comment above chat's Timeout must state the bounds it sits between")
+
+    def test_one_architecture_everywhere(self):
+        found = architectures(architecture_texts(), self.template)
+        self.assertEqual(len(found), 1, "architectures named by the build and deploy commands, samconfig.toml and the template: " + "; ".join(f"{a}: {sorted(w)}" for a, w in sorted(found.items())))
+        self.assertEqual(set(found), {"x86_64"})
+        texts = architecture_texts()
+        texts["samconfig.toml"] = texts["samconfig.toml"].replace("Environment=production Architecture=x86_64", "Environment=production Architecture=arm64")
+        self.assertIn("samconfig.toml [production.global]", architectures(texts, self.template).get("arm64", set()), "the check must catch a config env that deploys another architecture")
+        texts = architecture_texts()
+        texts["README.md"] += "\n```sh\ncargo lambda build --release --arm64\n```\n"
+        self.assertIn("arm64", architectures(texts, self.template))
 
 
 def _add_function_tests():
