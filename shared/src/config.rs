@@ -400,7 +400,7 @@ impl Config {
             version: get("SERVICE_VERSION").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
             cors_origins,
             secrets,
-            secrets_ttl: secs_or(&get, "SECRETS_TTL_SECONDS", Duration::from_secs(300))?,
+            secrets_ttl: secrets_ttl(&get)?,
             jwt_ttl: secs_or(&get, "JWT_TTL_SECONDS", d.jwt_ttl)?,
             jwt_issuer: get("JWT_ISSUER").unwrap_or_else(|| "flowbotz-api".into()),
             jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "flowbotz-clients".into()),
@@ -683,6 +683,20 @@ fn log_level(
     Ok(level)
 }
 
+/// The longest `SECRETS_TTL_SECONDS`: a rotated value reaches every warm instance within it.
+pub const MAX_SECRETS_TTL_SECS: u64 = 3600;
+
+fn secrets_ttl(get: &impl Fn(&str) -> Option<String>) -> Result<Duration, ConfigError> {
+    let ttl = secs_or(get, "SECRETS_TTL_SECONDS", Duration::from_secs(300))?;
+    if ttl.as_secs() > MAX_SECRETS_TTL_SECS {
+        return Err(ConfigError::Invalid {
+            var: "SECRETS_TTL_SECONDS".into(),
+            reason: format!("must be 1 to {MAX_SECRETS_TTL_SECS}"),
+        });
+    }
+    Ok(ttl)
+}
+
 fn parse_or<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     var: &str,
@@ -957,6 +971,17 @@ mod tests {
             ),
             (20, 20, 4)
         );
+    }
+
+    #[test]
+    fn given_secrets_ttl_when_loading_then_default_300_and_bounded_to_an_hour() {
+        assert_eq!(cfg(&[]).expect("config").secrets_ttl.as_secs(), 300);
+        let c = cfg(&[("SECRETS_TTL_SECONDS", "3600")]).expect("config");
+        assert_eq!(c.secrets_ttl.as_secs(), 3600);
+        for bad in ["0", "3601", "x"] {
+            let err = cfg(&[("SECRETS_TTL_SECONDS", bad)]).unwrap_err();
+            assert!(err.to_string().contains("SECRETS_TTL_SECONDS"), "{bad}");
+        }
     }
 
     #[test]

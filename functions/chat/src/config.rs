@@ -47,7 +47,8 @@ pub(crate) struct AiConfig {
     pub(crate) system_prompt: String,
     /// `AI_TIMEOUT_MS`: total time allowed for one provider call, connecting and reading the
     /// reply included; past it the client gets 504. Default 8000; keep it below the Lambda
-    /// function's timeout (10 s in `template.yaml`). 1 to 60000.
+    /// function's timeout (15 s in `template.yaml`, itself under API Gateway's 29 s). 1 to
+    /// 60000.
     pub(crate) timeout: Duration,
     /// `AI_CONNECT_TIMEOUT_MS`: time allowed to connect to the provider. Default 2000; at most
     /// `AI_TIMEOUT_MS`.

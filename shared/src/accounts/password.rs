@@ -148,7 +148,10 @@ pub fn last_scored() -> (usize, usize) {
 /// zxcvbn's score (0 to 4) of the bounded [`scoring_input`] of `password`.
 fn estimate(password: &str, user_inputs: &[&str]) -> u8 {
     let input = scoring_input(password);
-    let mut subs: Vec<char> = input.chars().filter(|c| SUBSTITUTIONS.contains(*c)).collect();
+    let mut subs: Vec<char> = input
+        .chars()
+        .filter(|c| SUBSTITUTIONS.contains(*c))
+        .collect();
     subs.sort_unstable();
     subs.dedup();
     SCORED.with(|c| c.set((input.chars().count(), subs.len())));
@@ -238,10 +241,22 @@ mod tests {
         let mut distinct = replaced.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), 16, "each excess character gets its own symbol");
+        assert_eq!(
+            distinct.len(),
+            16,
+            "each excess character gets its own symbol"
+        );
         assert!(replaced.iter().all(|c| !SUBSTITUTIONS.contains(*c)));
-        for ordinary in ["correct horse battery staple", "x7$Kp!Lmq#zz", "Tr0ub4dor&3"] {
-            assert_eq!(scoring_input(ordinary), ordinary, "short inputs are read whole");
+        for ordinary in [
+            "correct horse battery staple",
+            "x7$Kp!Lmq#zz",
+            "Tr0ub4dor&3",
+        ] {
+            assert_eq!(
+                scoring_input(ordinary),
+                ordinary,
+                "short inputs are read whole"
+            );
         }
         assert!(
             check_policy(&costly_passwords()[0], "someone@example.com", &POLICY).is_ok(),

@@ -635,8 +635,18 @@ fn run() -> Result<(), String> {
         ],
     );
     let timed_env = with(&base_env, &timing_settings());
-    let config = Config::from_lookup(|k| get(&base_env, k).map(str::to_string))
-        .map_err(|e| format!("the functions' environment is refused: {e}"))?;
+    // The functions fetch their secrets from the local Secrets Manager by id; the harness signs
+    // its own tokens and webhook deliveries with the development values they were made from.
+    let dev_secrets = read_env_file(Path::new(".env"))?;
+    let config = Config::from_lookup(|k| {
+        if k.ends_with("_ID") {
+            return None;
+        }
+        get(&base_env, k)
+            .or_else(|| get(&dev_secrets, k))
+            .map(str::to_string)
+    })
+    .map_err(|e| format!("the functions' environment is refused: {e}"))?;
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -646,7 +656,7 @@ fn run() -> Result<(), String> {
     );
     let ctx = Context {
         sessions: Sessions::new(&config, Arc::new(SystemClock)).map_err(|e| e.to_string())?,
-        webhook_secret: get(&base_env, "STRIPE_WEBHOOK_SECRET")
+        webhook_secret: get(&dev_secrets, "STRIPE_WEBHOOK_SECRET")
             .and_then(|v| v.split(',').next())
             .ok_or("STRIPE_WEBHOOK_SECRET is unset")?
             .trim()
