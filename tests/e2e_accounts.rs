@@ -55,7 +55,7 @@ async fn given_register_login_and_csrf_token_when_called_then_the_session_works(
         assert!(
             a.json()["csrf_token"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("v1."))
+                .is_some_and(|t| t.starts_with("v2."))
         );
     }
     assert_problem(
@@ -206,7 +206,7 @@ async fn given_bad_csrf_or_origins_when_erasing_then_403_and_with_both_then_204(
         ),
         (
             "expired",
-            del(&s).header("X-CSRF-Token", "v1.1000.bm9uY2U.AAAA"),
+            del(&s).header("X-CSRF-Token", "v2.1000.bm9uY2U.AAAA"),
         ),
         (
             "disallowed origin",

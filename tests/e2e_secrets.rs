@@ -212,8 +212,9 @@ async fn given_tokens_signed_before_a_rotation_when_verified_after_it_then_they_
     let jwt = create(&client, "jwt").await;
     let csrf = create(&client, "csrf").await;
     let (sessions, secrets) = sessions_on(&jwt, &csrf).await;
-    let before = sessions.issue_access_token("user-1").expect("token").token;
-    let csrf_before = sessions.issue_csrf("user-1").token;
+    let (before, session) = sessions.issue_session("user-1").expect("token");
+    let before = before.token;
+    let csrf_before = sessions.issue_csrf(&session).token;
 
     rotate_fully(&client, &jwt, env).await;
     rotate_fully(&client, &csrf, env).await;
@@ -226,7 +227,7 @@ async fn given_tokens_signed_before_a_rotation_when_verified_after_it_then_they_
             .expect("still valid"),
         "user-1"
     );
-    assert!(sessions.verify_csrf(&csrf_before, "user-1").is_ok());
+    assert!(sessions.verify_csrf(&csrf_before, &session).is_ok());
     let after = sessions.issue_access_token("user-1").expect("token").token;
 
     // An instance started after the rotation verifies what the old key signed, too.
@@ -245,5 +246,5 @@ async fn given_tokens_signed_before_a_rotation_when_verified_after_it_then_they_
         later.authenticate(&bearer(&before)).is_err(),
         "two rotations old verifies nothing"
     );
-    assert!(later.verify_csrf(&csrf_before, "user-1").is_err());
+    assert!(later.verify_csrf(&csrf_before, &session).is_err());
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cors::Cors;
-use crate::error::ApiError;
+use crate::error::{ApiError, ForbiddenKind};
 use crate::guard::{self, BodyKind};
 use crate::log::RequestLog;
 use crate::ratelimit::{Decision, RateLimiter, Subject, Verdict};
@@ -68,6 +68,8 @@ pub struct Ctx {
     pub client_ip: String,
     /// The authenticated user, on endpoints with `auth`.
     pub user_id: Option<String>,
+    /// The verified access token's claims, on endpoints with `auth`.
+    pub session: Option<crate::session::Claims>,
     /// A security event the handler raised, for the log line (such as `auth.failure`).
     pub event: Option<&'static str>,
 }
@@ -213,6 +215,7 @@ impl Pipeline {
             request_id: request_id(&req),
             client_ip: client_ip(&req),
             user_id: None,
+            session: None,
             event: None,
         };
         let method = req.method().clone();
@@ -299,12 +302,17 @@ impl Pipeline {
                 ApiError::Internal("endpoint requires sessions but none are configured".into())
             })?;
             if self.endpoint.auth {
-                ctx.user_id = Some(sessions.authenticate_fresh(req.headers()).await?);
+                let claims = sessions.authenticate_fresh(req.headers()).await?;
+                ctx.user_id = Some(claims.sub.clone());
+                ctx.session = Some(claims);
             }
             if self.endpoint.csrf {
-                let user = ctx.user_id.as_deref().unwrap_or_default();
+                let session = ctx
+                    .session
+                    .as_ref()
+                    .ok_or(ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
                 sessions
-                    .check_csrf_fresh(req.headers(), user, &self.cors)
+                    .check_csrf_fresh(req.headers(), session, &self.cors)
                     .await?;
             }
         }

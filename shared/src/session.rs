@@ -190,10 +190,10 @@ impl Sessions {
     /// [`Sessions::authenticate`], and when the token names a key this instance does not
     /// know (another instance may already sign with a rotated key), one early refresh of the
     /// secrets and a second try.
-    pub async fn authenticate_fresh(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        match self.authenticate(headers) {
+    pub async fn authenticate_fresh(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
+        match self.authenticate_claims(headers) {
             Err(ApiError::Unauthorized(UNKNOWN_KEY)) if self.inner.secrets.refresh_now().await => {
-                self.authenticate(headers)
+                self.authenticate_claims(headers)
             }
             other => other,
         }
@@ -204,15 +204,15 @@ impl Sessions {
     pub async fn check_csrf_fresh(
         &self,
         headers: &HeaderMap,
-        user_id: &str,
+        session: &Claims,
         cors: &Cors,
     ) -> Result<(), ApiError> {
-        match self.check_csrf(headers, user_id, cors) {
+        match self.check_csrf(headers, session, cors) {
             Err(ApiError::Forbidden(ForbiddenKind::CsrfToken))
                 if headers.contains_key("x-csrf-token")
                     && self.inner.secrets.refresh_now().await =>
             {
-                self.check_csrf(headers, user_id, cors)
+                self.check_csrf(headers, session, cors)
             }
             other => other,
         }
@@ -220,6 +220,12 @@ impl Sessions {
 
     /// Signs an access token for `user_id` with the current key.
     pub fn issue_access_token(&self, user_id: &str) -> Result<Issued, ApiError> {
+        self.issue_session(user_id).map(|(issued, _)| issued)
+    }
+
+    /// Signs an access token for `user_id` and returns it with its claims, which a CSRF token
+    /// for the same session is bound to ([`Sessions::issue_csrf`]).
+    pub fn issue_session(&self, user_id: &str) -> Result<(Issued, Claims), ApiError> {
         let i = &self.inner;
         let keys = self.keys();
         let now = i.clock.now_s();
@@ -236,10 +242,13 @@ impl Sessions {
         header.kid = Some(keys.current.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &keys.current.encoding)
             .map_err(|_| ApiError::Internal("signing an access token failed".into()))?;
-        Ok(Issued {
-            token,
-            expires_in: i.jwt_ttl.as_secs(),
-        })
+        Ok((
+            Issued {
+                token,
+                expires_in: i.jwt_ttl.as_secs(),
+            },
+            claims,
+        ))
     }
 
     /// Verifies an access token and returns its claims.
@@ -249,6 +258,11 @@ impl Sessions {
             .map_err(|_| ApiError::Unauthorized("malformed token"))?;
         if header.alg != Algorithm::HS256 {
             return Err(ApiError::Unauthorized("unexpected algorithm"));
+        }
+        if header.crit.is_some() {
+            return Err(ApiError::Unauthorized(
+                "critical header extensions are not supported",
+            ));
         }
         let keys = self.keys();
         let key = match header.kid.as_deref() {
@@ -277,11 +291,19 @@ impl Sessions {
         if c.nbf > now + LEEWAY_SECS || c.sub.is_empty() || c.jti.is_empty() {
             return Err(ApiError::Unauthorized("token not valid yet"));
         }
+        if c.iat > now + LEEWAY_SECS || c.iat > c.exp || c.exp - c.iat > i.jwt_ttl.as_secs() {
+            return Err(ApiError::Unauthorized("token lifetime outside the policy"));
+        }
         Ok(c)
     }
 
     /// Reads the bearer token from `Authorization` and returns the user id.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        self.authenticate_claims(headers).map(|c| c.sub)
+    }
+
+    /// Reads the bearer token from `Authorization` and returns its verified claims.
+    pub fn authenticate_claims(&self, headers: &HeaderMap) -> Result<Claims, ApiError> {
         let value = headers
             .get(header::AUTHORIZATION)
             .ok_or(ApiError::Unauthorized("missing bearer token"))?
@@ -293,14 +315,16 @@ impl Sessions {
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Unauthorized("not a bearer token"));
         }
-        Ok(self.verify_access_token(token.trim())?.sub)
+        self.verify_access_token(token.trim())
     }
 
-    fn csrf_mac(key: &Secret, user_id: &str, expires: u64, nonce: &str) -> HmacSha256 {
+    fn csrf_mac(key: &Secret, session: &Claims, expires: u64, nonce: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(key.expose().as_bytes())
             .expect("HMAC takes keys of any length");
-        mac.update(b"csrf|v1|");
-        mac.update(user_id.as_bytes());
+        mac.update(b"csrf|v2|");
+        mac.update(session.sub.as_bytes());
+        mac.update(b"|");
+        mac.update(session.jti.as_bytes());
         mac.update(b"|");
         mac.update(expires.to_string().as_bytes());
         mac.update(b"|");
@@ -308,27 +332,30 @@ impl Sessions {
         mac
     }
 
-    /// Issues a CSRF token bound to `user_id`.
-    pub fn issue_csrf(&self, user_id: &str) -> Issued {
-        let ttl = self.inner.csrf_ttl.as_secs();
-        let expires = self.inner.clock.now_s() + ttl;
+    /// Issues a CSRF token for the session whose access token has the claims `session`.
+    ///
+    /// The token is bound to the session (the access token's user and `jti`) and expires after
+    /// the CSRF lifetime or with the access token, whichever comes first.
+    pub fn issue_csrf(&self, session: &Claims) -> Issued {
+        let now = self.inner.clock.now_s();
+        let expires = (now + self.inner.csrf_ttl.as_secs()).min(session.exp);
         let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
         let tag = B64.encode(
-            Self::csrf_mac(&self.keys().csrf, user_id, expires, &nonce)
+            Self::csrf_mac(&self.keys().csrf, session, expires, &nonce)
                 .finalize()
                 .into_bytes(),
         );
         Issued {
-            token: format!("v1.{expires}.{nonce}.{tag}"),
-            expires_in: ttl,
+            token: format!("v2.{expires}.{nonce}.{tag}"),
+            expires_in: expires.saturating_sub(now),
         }
     }
 
-    /// Verifies a CSRF token for `user_id`.
-    pub fn verify_csrf(&self, token: &str, user_id: &str) -> Result<(), ApiError> {
+    /// Verifies a CSRF token for the session of `session`'s access token.
+    pub fn verify_csrf(&self, token: &str, session: &Claims) -> Result<(), ApiError> {
         let bad = ApiError::Forbidden(ForbiddenKind::CsrfToken);
         let mut parts = token.split('.');
-        let (Some("v1"), Some(expires), Some(nonce), Some(tag), None) = (
+        let (Some("v2"), Some(expires), Some(nonce), Some(tag), None) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -341,7 +368,10 @@ impl Sessions {
             .parse()
             .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
         let now = self.inner.clock.now_s();
-        if expires <= now || expires > now + self.inner.csrf_ttl.as_secs() + LEEWAY_SECS {
+        if expires <= now
+            || expires > now + self.inner.csrf_ttl.as_secs() + LEEWAY_SECS
+            || expires > session.exp
+        {
             return Err(bad);
         }
         let tag = B64
@@ -349,7 +379,7 @@ impl Sessions {
             .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
         let keys = self.keys();
         let verifies = |key: &Secret| {
-            Self::csrf_mac(key, user_id, expires, nonce)
+            Self::csrf_mac(key, session, expires, nonce)
                 .verify_slice(&tag)
                 .is_ok()
         };
@@ -368,7 +398,7 @@ impl Sessions {
     pub fn check_csrf(
         &self,
         headers: &HeaderMap,
-        user_id: &str,
+        session: &Claims,
         cors: &Cors,
     ) -> Result<(), ApiError> {
         let origin = headers
@@ -389,7 +419,7 @@ impl Sessions {
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
-        self.verify_csrf(token.trim(), user_id)
+        self.verify_csrf(token.trim(), session)
     }
 }
 
@@ -537,19 +567,43 @@ mod tests {
         assert!(after.verify_access_token(&old_token).is_err());
     }
 
+    fn login(s: &Sessions, user: &str) -> Claims {
+        s.issue_session(user).expect("session").1
+    }
+
     #[test]
-    fn given_csrf_tokens_when_verifying_then_bound_to_user_and_time() {
+    fn given_csrf_tokens_when_verifying_then_bound_to_the_session_and_time() {
         let (s, clock) = sessions(KEY, None);
-        let t = s.issue_csrf("alice").token;
-        assert!(s.verify_csrf(&t, "alice").is_ok());
-        assert!(s.verify_csrf(&t, "bob").is_err());
+        let alice = login(&s, "alice");
+        let t = s.issue_csrf(&alice).token;
+        assert!(s.verify_csrf(&t, &alice).is_ok());
+        assert!(
+            s.verify_csrf(&t, &login(&s, "bob")).is_err(),
+            "another user"
+        );
+        assert!(
+            s.verify_csrf(&t, &login(&s, "alice")).is_err(),
+            "another login of the same user"
+        );
         let mut forged = t.clone();
         forged.pop();
         forged.push(if t.ends_with('A') { 'B' } else { 'A' });
-        assert!(s.verify_csrf(&forged, "alice").is_err());
-        assert!(s.verify_csrf("v1.99999999999.x.y", "alice").is_err());
+        assert!(s.verify_csrf(&forged, &alice).is_err());
+        assert!(s.verify_csrf("v2.99999999999.x.y", &alice).is_err());
         clock.advance_ms(3600 * 1000);
-        assert!(s.verify_csrf(&t, "alice").is_err(), "expired");
+        assert!(s.verify_csrf(&t, &alice).is_err(), "expired");
+    }
+
+    #[test]
+    fn given_a_session_shorter_than_the_csrf_lifetime_when_issuing_then_the_token_ends_with_it() {
+        let (s, clock) = sessions(KEY, None);
+        let mut short = login(&s, "u");
+        short.exp = T0 / 1000 + 900;
+        let t = s.issue_csrf(&short);
+        assert_eq!(t.expires_in, 900, "never outlives the access token");
+        assert!(s.verify_csrf(&t.token, &short).is_ok());
+        clock.advance_ms(900 * 1000);
+        assert!(s.verify_csrf(&t.token, &short).is_err());
     }
 
     fn signed(key: &str, kid: Option<String>, claims: &Claims) -> String {
@@ -568,6 +622,56 @@ mod tests {
             aud: "flowbotz-clients".into(),
             jti: "j".into(),
         }
+    }
+
+    #[test]
+    fn given_tokens_signed_with_the_key_but_outside_the_policy_when_verifying_then_refused() {
+        let (s, _) = sessions(KEY, None);
+        let now = T0 / 1000;
+        let kid = Some(s.keys().current.kid.clone());
+        let ttl = 3600;
+        let with = |f: &dyn Fn(&mut Claims)| {
+            let mut c = claims_at(now);
+            f(&mut c);
+            signed(KEY, kid.clone(), &c)
+        };
+        assert!(
+            s.verify_access_token(&with(&|c| c.exp = now + ttl)).is_ok(),
+            "the full lifetime"
+        );
+        let refused: [(&str, String); 4] = [
+            ("ten years ahead", with(&|c| c.exp = now + 10 * 365 * 86400)),
+            (
+                "one second past the lifetime",
+                with(&|c| c.exp = now + ttl + 1),
+            ),
+            (
+                "iat in the future",
+                with(&|c| {
+                    c.iat = now + 10 * 365 * 86400;
+                    c.exp = c.iat + 60;
+                }),
+            ),
+            ("iat after exp", with(&|c| c.iat = c.exp + 1)),
+        ];
+        for (why, token) in refused {
+            assert!(s.verify_access_token(&token).is_err(), "{why}");
+        }
+        assert!(
+            s.verify_access_token(&with(&|c| c.iat = now + LEEWAY_SECS))
+                .is_ok(),
+            "iat inside the leeway"
+        );
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = kid.clone();
+        h.crit = Some(vec!["exp".into()]);
+        let crit = jsonwebtoken::encode(
+            &h,
+            &claims_at(now),
+            &EncodingKey::from_secret(KEY.as_bytes()),
+        )
+        .expect("encode");
+        assert!(s.verify_access_token(&crit).is_err(), "a crit header");
     }
 
     #[test]
@@ -652,30 +756,45 @@ mod tests {
     fn given_a_correctly_signed_csrf_token_expiring_too_late_when_verifying_then_refused() {
         let (s, _) = sessions(KEY, None);
         let now = T0 / 1000;
-        let forge = |expires: u64| {
+        let mut u = login(&s, "u");
+        u.exp = now + 7200;
+        let forge = |expires: u64, session: &Claims| {
             let tag = B64.encode(
-                Sessions::csrf_mac(&s.keys().csrf, "u", expires, "n")
+                Sessions::csrf_mac(&s.keys().csrf, session, expires, "n")
                     .finalize()
                     .into_bytes(),
             );
-            format!("v1.{expires}.n.{tag}")
+            format!("v2.{expires}.n.{tag}")
         };
-        assert!(s.verify_csrf(&forge(now + 3600), "u").is_ok());
-        assert!(s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS), "u").is_ok());
+        assert!(s.verify_csrf(&forge(now + 3600, &u), &u).is_ok());
         assert!(
-            s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS + 1), "u")
+            s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS, &u), &u)
+                .is_ok()
+        );
+        assert!(
+            s.verify_csrf(&forge(now + 3600 + LEEWAY_SECS + 1, &u), &u)
                 .is_err(),
             "beyond the lifetime"
         );
-        assert!(s.verify_csrf(&forge(now), "u").is_err(), "expired at now");
-        assert!(s.verify_csrf(&forge(now + 1), "u").is_ok());
+        assert!(
+            s.verify_csrf(&forge(now, &u), &u).is_err(),
+            "expired at now"
+        );
+        assert!(s.verify_csrf(&forge(now + 1, &u), &u).is_ok());
+        let mut short = u.clone();
+        short.exp = now + 60;
+        assert!(
+            s.verify_csrf(&forge(now + 61, &short), &short).is_err(),
+            "beyond the session"
+        );
     }
 
     #[test]
     fn given_origins_when_checking_csrf_then_cross_site_is_refused() {
         let (s, _) = sessions(KEY, None);
         let cors = Cors::new(&["http://localhost:3000".to_string()], &[Method::POST]);
-        let token = s.issue_csrf("u").token;
+        let u = login(&s, "u");
+        let token = s.issue_csrf(&u).token;
         let with = |pairs: &[(&'static str, &str)]| {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {
@@ -684,7 +803,7 @@ mod tests {
             h
         };
         assert!(
-            s.check_csrf(&with(&[("x-csrf-token", &token)]), "u", &cors)
+            s.check_csrf(&with(&[("x-csrf-token", &token)]), &u, &cors)
                 .is_ok()
         );
         assert!(
@@ -694,7 +813,7 @@ mod tests {
                     ("origin", "http://localhost:3000"),
                     ("sec-fetch-site", "cross-site")
                 ]),
-                "u",
+                &u,
                 &cors
             )
             .is_ok()
@@ -707,7 +826,7 @@ mod tests {
         ];
         for h in refused {
             assert!(matches!(
-                s.check_csrf(&h, "u", &cors),
+                s.check_csrf(&h, &u, &cors),
                 Err(ApiError::Forbidden(_))
             ));
         }

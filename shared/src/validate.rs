@@ -215,19 +215,20 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
         )),
         Category::Data => {
             let msg = err.to_string();
-            if let Some(name) = quoted(&msg, "unknown field `") {
+            let path = &safe_path(path);
+            if let Some(name) = quoted(&msg, "unknown field `").map(|n| safe_path(&n)) {
                 // The path of an unknown field already ends with the field itself.
-                let field = if path == name || path.ends_with(&format!(".{name}")) {
+                let field = if *path == name || path.ends_with(&format!(".{name}")) {
                     path.to_string()
                 } else {
                     join(path, &name)
                 };
                 return ApiError::BadRequest(format!("Unknown field `{field}`."));
             }
-            if let Some(name) = quoted(&msg, "duplicate field `") {
+            if let Some(name) = quoted(&msg, "duplicate field `").map(|n| safe_path(&n)) {
                 return ApiError::BadRequest(format!("Duplicate field `{}`.", join(path, &name)));
             }
-            if let Some(name) = quoted(&msg, "missing field `") {
+            if let Some(name) = quoted(&msg, "missing field `").map(|n| safe_path(&n)) {
                 return ApiError::Validation(vec![FieldError::new(
                     join(path, &name),
                     "is required",
@@ -252,6 +253,45 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
             ApiError::Validation(vec![FieldError::new(field, message)])
         }
     }
+}
+
+/// Longest path segment a problem body repeats.
+const MAX_SEGMENT_CHARS: usize = 40;
+
+/// `path` as a problem body may show it: each dot-separated segment that looks like a schema
+/// field (a letter or `_`, then up to 39 letters, digits, `_` or `-`, with `[n]` indexes) is
+/// kept, and any other segment, which can only be a client's own key, becomes `*`. A request's
+/// text is never repeated back: a key made of markup or 3,000 characters comes back as `*`.
+pub fn safe_path(path: &str) -> String {
+    if path == "." {
+        return path.into();
+    }
+    path.split('.')
+        .map(|segment| {
+            let name = segment.split('[').next().unwrap_or_default();
+            let indexes = &segment[name.len()..];
+            let name_ok = name.chars().count() <= MAX_SEGMENT_CHARS
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let indexes_ok = indexes.split_inclusive(']').all(|i| {
+                i.starts_with('[')
+                    && i.ends_with(']')
+                    && i[1..i.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                    && i.len() > 2
+            });
+            if name_ok && indexes_ok {
+                segment.to_string()
+            } else {
+                "*".to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn sanitize_expected(e: &str) -> String {
@@ -511,6 +551,28 @@ mod tests {
             detail(r#"{"inner":[{"email":"a@b.c","role":"x"}]}"#),
             "Unknown field `inner[0].role`."
         );
+        let markup = format!("<img src=x onerror=alert(1)>{}", "a".repeat(3000));
+        let body = serde_json::json!({ markup.clone(): true }).to_string();
+        assert_eq!(detail(&body), "Unknown field `*`.", "the key is not echoed");
+        let body =
+            serde_json::json!({"inner": [{"email": "a@b.c", "password": "p", markup.clone(): 1}]})
+                .to_string();
+        assert_eq!(detail(&body), "Unknown field `inner[0].*`.");
+        let dup = format!(r#"{{"inner":[], "{k}":1, "{k}":2}}"#, k = "k".repeat(300));
+        assert!(!detail(&dup).contains("kkkk"), "{}", detail(&dup));
+    }
+
+    #[test]
+    fn given_paths_when_made_safe_then_schema_shaped_segments_stay_and_others_become_stars() {
+        assert_eq!(safe_path("messages[3].content"), "messages[3].content");
+        assert_eq!(safe_path("metadata.order_id"), "metadata.order_id");
+        assert_eq!(safe_path("metadata.<b>hi</b>"), "metadata.*");
+        assert_eq!(safe_path(&"x".repeat(41)), "*");
+        assert_eq!(safe_path(&"x".repeat(40)), "x".repeat(40));
+        assert_eq!(safe_path("a[1x]"), "*");
+        assert_eq!(safe_path("a[]"), "*");
+        assert_eq!(safe_path("1abc"), "*");
+        assert_eq!(safe_path("."), ".");
     }
 
     #[test]

@@ -99,11 +99,9 @@ fn benches(c: &mut Criterion) {
     let sessions = Sessions::new(&config, Arc::new(SystemClock)).expect("sessions");
     let health = pipeline(HEALTH, &config, &sessions);
     let chat = pipeline(CHAT, &config, &sessions);
-    let token = sessions
-        .issue_access_token("bench-user")
-        .expect("token")
-        .token;
-    let csrf = sessions.issue_csrf("bench-user").token;
+    let (token, session) = sessions.issue_session("bench-user").expect("token");
+    let token = token.token;
+    let csrf = sessions.issue_csrf(&session).token;
     let ip = "198.51.100.7";
     let get_health = Event::new(Shape::RestV1, "GET", "/api/health").source_ip(ip);
     let post_chat = Event::new(Shape::RestV1, "POST", "/api/ai/chat")
@@ -135,6 +133,7 @@ fn benches(c: &mut Criterion) {
                     request_id: "bench".into(),
                     client_ip: ip.into(),
                     user_id: None,
+                    session: None,
                     event: None,
                 };
                 rt.block_on(handler.handle(req, &mut ctx))

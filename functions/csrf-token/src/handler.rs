@@ -23,11 +23,11 @@ pub(crate) struct CsrfToken {
 
 impl Handler for CsrfToken {
     async fn handle(&self, _req: Request, ctx: &mut Ctx) -> HandlerResult {
-        let user = ctx
-            .user_id
-            .as_deref()
-            .ok_or(ApiError::Unauthorized("no user"))?;
-        let issued = self.sessions.issue_csrf(user);
+        let session = ctx
+            .session
+            .as_ref()
+            .ok_or(ApiError::Unauthorized("no session"))?;
+        let issued = self.sessions.issue_csrf(session);
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "csrf_token": issued.token, "expires_in": issued.expires_in }),

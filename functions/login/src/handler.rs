@@ -109,8 +109,8 @@ impl Handler for Login {
                 tracing::warn!(request_id = %ctx.request_id, cause = %e, "password rehash not stored");
             }
         }
-        let access = self.sessions.issue_access_token(&user.user_id)?;
-        let csrf = self.sessions.issue_csrf(&user.user_id);
+        let (access, session) = self.sessions.issue_session(&user.user_id)?;
+        let csrf = self.sessions.issue_csrf(&session);
         Ok(json(
             StatusCode::OK,
             &LoginResponse {

@@ -328,8 +328,9 @@ mod tests {
         );
         let clock = Arc::new(ManualClock::at_ms(1_800_000_000_000));
         let sessions = Sessions::new(&config, clock.clone()).expect("sessions");
-        let bearer = sessions.issue_access_token("u-1").expect("token").token;
-        let csrf = sessions.issue_csrf("u-1").token;
+        let (bearer, session) = sessions.issue_session("u-1").expect("token");
+        let bearer = bearer.token;
+        let csrf = sessions.issue_csrf(&session).token;
         let fake = Arc::new(Fake {
             fail,
             ..Default::default()

@@ -118,8 +118,9 @@ async fn given_a_rotation_when_a_warm_instance_refreshes_then_old_tokens_verify_
     let secrets = load(&src, &clock).await;
     let sessions =
         Sessions::with_secrets(&cfg, secrets.clone(), Arc::new(clock.clone())).expect("sessions");
-    let before = sessions.issue_access_token("u").expect("token").token;
-    let csrf_before = sessions.issue_csrf("u").token;
+    let (before, session) = sessions.issue_session("u").expect("token");
+    let before = before.token;
+    let csrf_before = sessions.issue_csrf(&session).token;
 
     src.rotate(JWT_ID, &key(2));
     src.rotate(CSRF_ID, &key(2));
@@ -132,7 +133,7 @@ async fn given_a_rotation_when_a_warm_instance_refreshes_then_old_tokens_verify_
         "u"
     );
     assert!(
-        sessions.verify_csrf(&csrf_before, "u").is_ok(),
+        sessions.verify_csrf(&csrf_before, &session).is_ok(),
         "old CSRF key verifies"
     );
     let after = sessions.issue_access_token("u").expect("token").token;
@@ -154,7 +155,7 @@ async fn given_a_rotation_when_a_warm_instance_refreshes_then_old_tokens_verify_
         sessions.authenticate(&bearer(&before)).is_err(),
         "two rotations old verifies nothing"
     );
-    assert!(sessions.verify_csrf(&csrf_before, "u").is_err());
+    assert!(sessions.verify_csrf(&csrf_before, &session).is_err());
 }
 
 #[tokio::test]
@@ -175,7 +176,8 @@ async fn given_an_instance_that_rotated_first_when_a_stale_one_meets_its_token_t
         stale
             .authenticate_fresh(&bearer(&token))
             .await
-            .expect("refreshed"),
+            .expect("refreshed")
+            .sub,
         "u"
     );
 

@@ -157,11 +157,11 @@ impl Context {
     }
 
     fn authed(&self, method: &str, path: &str, ip: &str, user: &str) -> Event {
-        let access = self
+        let (access, session) = self
             .sessions
-            .issue_access_token(user)
+            .issue_session(user)
             .expect("the benchmark's key signs tokens");
-        let csrf = self.sessions.issue_csrf(user);
+        let csrf = self.sessions.issue_csrf(&session);
         Event::new(Shape::RestV1, method, path)
             .source_ip(ip)
             .header("Authorization", &format!("Bearer {}", access.token))

@@ -82,8 +82,9 @@ pub(super) struct Setup {
 pub(super) fn setup_with(provider: Arc<dyn ChatProvider>, rules: Rules) -> Setup {
     let config = config();
     let sessions = sessions(&config);
-    let bearer = sessions.issue_access_token(USER).expect("token").token;
-    let csrf = sessions.issue_csrf(USER).token;
+    let (bearer, session) = sessions.issue_session(USER).expect("token");
+    let bearer = bearer.token;
+    let csrf = sessions.issue_csrf(&session).token;
     Setup {
         pipeline: Pipeline::new(ENDPOINT, config).with_sessions(sessions),
         handler: Chat::new(provider, rules),
@@ -273,7 +274,8 @@ async fn given_a_missing_token_when_chatting_then_401_or_403_and_the_provider_is
         assert_eq!(body(&resp)["type"], "/problems/csrf-token-invalid");
 
         let sessions = sessions(&config());
-        let other_users_csrf = sessions.issue_csrf("user-2").token;
+        let other_user = sessions.issue_session("user-2").expect("session").1;
+        let other_users_csrf = sessions.issue_csrf(&other_user).token;
         let resp = s
             .send(
                 &s.event(shape, &hello())
@@ -489,17 +491,13 @@ async fn given_one_user_on_many_ips_when_chatting_21_times_in_a_minute_then_the_
     assert_eq!(resp.headers()["x-ratelimit-limit"], "20");
 
     let other = sessions(&config);
+    let (other_bearer, other_session) = other.issue_session("user-2").expect("token");
+    let other_csrf = other.issue_csrf(&other_session).token;
     let resp = s
         .send(
             &s.event(Shape::HttpV2, &hello())
-                .header(
-                    "Authorization",
-                    &format!(
-                        "Bearer {}",
-                        other.issue_access_token("user-2").expect("token").token
-                    ),
-                )
-                .header("X-CSRF-Token", &other.issue_csrf("user-2").token),
+                .header("Authorization", &format!("Bearer {}", other_bearer.token))
+                .header("X-CSRF-Token", &other_csrf),
         )
         .await;
     assert_eq!(resp.status(), 200, "another user is counted apart");
