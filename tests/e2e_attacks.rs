@@ -21,7 +21,7 @@ use flowbotz_security::store::dynamodb::client;
 use flowbotz_tests::events::{Event, SHAPES, Shape, unique_ip};
 use flowbotz_tests::stack::{
     Answer, PASSWORD, Session, assert_problem, assert_security_headers, base_url, function_log,
-    invoke, local_secret, local_secrets, new_session, raw_http,
+    invoke, local_secret, local_secrets, login_again, new_session, raw_http,
 };
 use serde_json::{Value, json};
 
@@ -1054,6 +1054,34 @@ async fn given_jwt_algorithm_confusion_or_tampered_claims_when_calling_then_401(
             hmac_token(&hs256, &with(json!({"exp": 1_000_000})), &key),
         ),
         (
+            "exp ten years ahead",
+            hmac_token(&hs256, &with(json!({"exp": now + 10 * 365 * 86400})), &key),
+        ),
+        (
+            "iat ten years in the future",
+            hmac_token(
+                &hs256,
+                &with(json!({"iat": now + 10 * 365 * 86400, "exp": now + 10 * 365 * 86400 + 60})),
+                &key,
+            ),
+        ),
+        (
+            "iat after exp",
+            hmac_token(
+                &hs256,
+                &with(json!({"iat": now + 120, "exp": now + 60})),
+                &key,
+            ),
+        ),
+        (
+            "a crit header",
+            hmac_token(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": kid, "crit": ["exp"]}),
+                &claims,
+                &key,
+            ),
+        ),
+        (
             "a header that is not JSON",
             format!("{}.{}.{}", B64.encode("alg=HS256"), parts[1], parts[2]),
         ),
@@ -1107,7 +1135,9 @@ async fn given_tokens_in_the_wrong_place_or_swapped_when_calling_then_refused() 
     let mut t = Trace::default();
     let s = new_session().await;
     let other = new_session().await;
+    let second_login = login_again(&s).await;
     t.session(&s);
+    t.session(&second_login);
     t.session(&other);
     let get = |shape: Shape, path: &str| Event::new(shape, "GET", path);
     let cases: Vec<(&str, Event)> = vec![
@@ -1168,6 +1198,12 @@ async fn given_tokens_in_the_wrong_place_or_swapped_when_calling_then_refused() 
                 .header("X-CSRF-Token", &other.csrf_token),
         ),
         (
+            "the same user's CSRF token from another login",
+            chat(Shape::RestV1)
+                .header("Authorization", &format!("Bearer {}", s.access_token))
+                .header("X-CSRF-Token", &second_login.csrf_token),
+        ),
+        (
             "CSRF token in a cookie only",
             chat(Shape::RestV1)
                 .header("Authorization", &format!("Bearer {}", s.access_token))
@@ -1188,6 +1224,64 @@ async fn given_tokens_in_the_wrong_place_or_swapped_when_calling_then_refused() 
         refused(&t.invoke("chat", e).await, 403, "csrf-token-invalid", name);
     }
     t.assert_clean_logs().await;
+}
+
+#[tokio::test]
+async fn given_keys_made_of_markup_when_posting_then_no_problem_body_echoes_them() {
+    let mut t = Trace::default();
+    let s = new_session().await;
+    t.session(&s);
+    let markup = format!("<img src=x onerror=alert(1)>{}", "x".repeat(3000));
+    let authed = |e: Event| {
+        e.header("Authorization", &format!("Bearer {}", s.access_token))
+            .header("X-CSRF-Token", &s.csrf_token)
+    };
+    let cases: Vec<(&str, Event)> = vec![
+        (
+            "register",
+            Event::new(Shape::HttpV2, "POST", "/api/auth/register").json_body(
+                &json!({"email": "a@example.com", "password": PASSWORD, markup.clone(): 1}),
+            ),
+        ),
+        (
+            "login",
+            Event::new(Shape::RestV1, "POST", "/api/auth/login")
+                .json_body(&json!({"email": "a@example.com", markup.clone(): 1, "password": "p"})),
+        ),
+        (
+            "chat",
+            authed(Event::new(Shape::HttpV2, "POST", "/api/ai/chat").json_body(
+                &json!({"messages": [{"role": "user", "content": "hi", markup.clone(): true}]}),
+            )),
+        ),
+        (
+            "payment-intent",
+            authed(
+                Event::new(Shape::RestV1, "POST", "/api/payments/create-payment-intent").json_body(
+                    &json!({"amount": 2000, "currency": "usd", "metadata": {markup.clone(): "v"}}),
+                ),
+            ),
+        ),
+    ];
+    for (function, e) in cases {
+        let a = t.invoke(function, e).await;
+        assert!(
+            (400..500).contains(&a.status),
+            "{function}: {} {}",
+            a.status,
+            a.body
+        );
+        assert!(
+            !a.body.contains("<img"),
+            "{function} echoed the key: {}",
+            a.body
+        );
+        assert!(
+            !a.body.contains("xxxxxxxxxx"),
+            "{function} echoed the key: {}",
+            a.body
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------------

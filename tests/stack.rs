@@ -279,6 +279,25 @@ pub async fn new_session() -> Session {
     }
 }
 
+/// Logs `session`'s user in again: a second session of the same user.
+pub async fn login_again(session: &Session) -> Session {
+    use crate::events::{Event, Shape};
+    let body = serde_json::json!({"email": session.email, "password": session.password});
+    let login = invoke(
+        "login",
+        &Event::new(Shape::HttpV2, "POST", "/api/auth/login").json_body(&body),
+    )
+    .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let v = login.json();
+    Session {
+        email: session.email.clone(),
+        password: session.password.clone(),
+        access_token: v["access_token"].as_str().unwrap_or_default().into(),
+        csrf_token: v["csrf_token"].as_str().unwrap_or_default().into(),
+    }
+}
+
 fn uuid_like() -> String {
     crate::events::unique_ip().replace(':', "")
 }
