@@ -60,6 +60,11 @@ STORES = {
         "table_env": "RATE_LIMIT_TABLE",
         "callers": ["shared/src/ratelimit/mod.rs"],
     },
+    "DynamoBudgetStore": {
+        "source": "shared/src/budget/dynamodb.rs",
+        "table_env": "RATE_LIMIT_TABLE",
+        "callers": ["shared/src/budget/mod.rs"],
+    },
     "DynamoUserStore": {
         "source": "shared/src/accounts/dynamodb.rs",
         "table_env": "USERS_TABLE",
@@ -1092,7 +1097,9 @@ class DriftTest(unittest.TestCase):
         for f in filters:
             by_group.setdefault(f["LogGroupName"]["Ref"], set()).add(f["MetricTransformations"][0]["MetricName"])
         alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-        alarmed = {a.get("MetricName") for a in alarms}
+        alarmed = {a.get("MetricName") for a in alarms} | {
+            m["MetricStat"]["Metric"]["MetricName"] for a in alarms for m in a.get("Metrics", []) if "MetricStat" in m
+        }
         group_of = {l: resources[l]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for l in functions_of(self.template).values()}
         api = {group_of[l] for l in _api_functions(self.template).values()}
         for group in api:
@@ -1101,7 +1108,7 @@ class DriftTest(unittest.TestCase):
             self.assertIn(metric, alarmed, f"metric {metric} has no alarm")
         rotation = _rotation_logical(self.template)
         self.assertTrue(
-            any(a["Namespace"] == "AWS/Lambda" and a["MetricName"] == "Errors" and a.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": rotation}}] for a in alarms),
+            any(a.get("Namespace") == "AWS/Lambda" and a.get("MetricName") == "Errors" and a.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": rotation}}] for a in alarms),
             f"no alarm on the errors of {rotation}: a failed rotation must reach someone",
         )
         for name, res in resources.items():

@@ -246,3 +246,90 @@ async fn given_a_chat_when_logged_then_usage_per_user_and_never_the_content() {
         assert!(!log.contains(&secret), "a generated secret reached the log");
     }
 }
+
+/// The user id in a bearer token's claims.
+fn user_of(bearer: &str) -> String {
+    use base64::Engine;
+    let payload = bearer.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("claims");
+    claims["sub"].as_str().expect("sub").to_string()
+}
+
+async fn budget_counter(db: &aws_sdk_dynamodb::Client, key: &str) -> Option<u64> {
+    let table = std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into());
+    let out = db
+        .get_item()
+        .table_name(table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item");
+    out.item()
+        .and_then(|i| i.get("tokens_used"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
+#[tokio::test]
+async fn given_an_account_when_it_chats_then_moto_holds_its_daily_budget_and_a_spent_budget_answers_429_until_the_next_utc_day()
+ {
+    let s = signed_in().await;
+    let user = user_of(&s.bearer);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let key = format!("budget#account#{}#{user}", now / 86_400);
+    let db = flowbotz_security::store::dynamodb::client(Duration::from_secs(3)).await;
+
+    let a = invoke("chat", &s.chat(Shape::HttpV2, &ask("How do budgets work?"))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let used = budget_counter(&db, &key)
+        .await
+        .expect("a counter for today");
+    assert!(
+        (1..1024).contains(&used),
+        "settled to what was used ({used}), not the reserved worst case"
+    );
+
+    // The account's budget is spent (100,000 tokens by default).
+    let table = std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into());
+    db.update_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(key.clone()),
+        )
+        .update_expression("SET tokens_used = :n")
+        .expression_attribute_values(
+            ":n",
+            aws_sdk_dynamodb::types::AttributeValue::N("100000".into()),
+        )
+        .send()
+        .await
+        .expect("spend the budget");
+    let a = invoke("chat", &s.chat(Shape::RestV1, &ask("One more?"))).await;
+    assert_problem(&a, 429);
+    assert_eq!(a.json()["type"], "/problems/quota-exceeded");
+    let retry: u64 = a
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    let to_midnight = 86_400 - now % 86_400;
+    assert!(
+        retry <= to_midnight && retry + 60 >= to_midnight,
+        "Retry-After {retry} counts to the next UTC day ({to_midnight})"
+    );
+    assert_eq!(
+        budget_counter(&db, &key).await,
+        Some(100_000),
+        "a refused call charges nothing"
+    );
+}

@@ -362,3 +362,100 @@ mod dynamodb {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Budget stores
+// ------------------------------------------------------------------------------------------
+
+mod budget {
+    use std::sync::Arc;
+
+    use flowbotz_security::budget::memory::MemoryBudgetStore;
+    use flowbotz_security::budget::{BudgetStore, ReserveOutcome};
+
+    fn key(label: &str) -> String {
+        format!(
+            "conformance#budget#{label}#{}",
+            flowbotz_tests::events::unique_ip()
+        )
+    }
+
+    pub(super) async fn suite(store: Arc<dyn BudgetStore>) {
+        let (a, s) = (key("account"), key("service"));
+        let counters = [(s.clone(), 10_000), (a.clone(), 1000)];
+        assert_eq!(
+            store.reserve(&counters, 1000, 9).await.expect("reserve"),
+            ReserveOutcome::Reserved,
+            "an empty counter takes any amount"
+        );
+        assert_eq!(
+            store.reserve(&counters, 1, 9).await.expect("reserve"),
+            ReserveOutcome::Refused(1),
+            "the account counter holds its limit"
+        );
+        store
+            .adjust(&[s.clone(), a.clone()], -1, 9)
+            .await
+            .expect("adjust");
+        assert_eq!(
+            store.reserve(&counters, 500, 9).await.expect("reserve"),
+            ReserveOutcome::Reserved,
+            "one below the limit still starts"
+        );
+        let tight = [(s.clone(), 1499), (key("other"), 1000)];
+        assert_eq!(
+            store.reserve(&tight, 1, 9).await.expect("reserve"),
+            ReserveOutcome::Refused(0),
+            "the service counter refuses first"
+        );
+        let other = key("other-account");
+        assert_eq!(
+            store
+                .reserve(&[(s.clone(), 1500), (other.clone(), 1000)], 1, 9)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved,
+            "nothing of the refused reservation was charged"
+        );
+        assert_eq!(
+            store
+                .reserve(&[(s.clone(), 1500), (other, 1000)], 1, 9)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Refused(0)
+        );
+
+        // Many instances racing one account: admissions stop once the counter holds the limit.
+        let racing = key("race");
+        let service = key("race-service");
+        let tasks: Vec<_> = (0..24)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let counters = [(service.clone(), 1_000_000), (racing.clone(), 500)];
+                tokio::spawn(async move { store.reserve(&counters, 100, 9).await })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            if t.await.expect("task").expect("reserve") == ReserveOutcome::Reserved {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5, "500 tokens in 100-token reservations");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_budget_store_conforms() {
+        suite(Arc::new(MemoryBudgetStore::new())).await;
+    }
+
+    #[cfg(feature = "e2e")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dynamodb_budget_store_conforms_against_moto() {
+        use flowbotz_security::budget::dynamodb::DynamoBudgetStore;
+        let c = flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(3)).await;
+        let table =
+            std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into());
+        suite(Arc::new(DynamoBudgetStore::new(c, table))).await;
+    }
+}

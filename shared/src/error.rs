@@ -91,6 +91,12 @@ pub enum ApiError {
         /// Seconds until a request would be admitted.
         retry_after: u64,
     },
+    /// A daily spend budget (AI tokens) is used up until the next UTC day.
+    #[error("quota exceeded for {retry_after}s")]
+    QuotaExceeded {
+        /// Seconds until the budget renews.
+        retry_after: u64,
+    },
     /// Too many failed logins on one account.
     #[error("account throttled for {retry_after}s")]
     AccountThrottled {
@@ -147,9 +153,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } | Self::AccountThrottled { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::RateLimited { .. }
+            | Self::AccountThrottled { .. }
+            | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -174,6 +180,7 @@ impl ApiError {
             Self::Validation(_) => "validation-failed",
             Self::RateLimited { .. } => "rate-limited",
             Self::AccountThrottled { .. } => "account-throttled",
+            Self::QuotaExceeded { .. } => "quota-exceeded",
             Self::BadGateway(_) => "bad-gateway",
             Self::ServiceUnavailable { .. } => "service-unavailable",
             Self::GatewayTimeout(_) => "gateway-timeout",
@@ -197,6 +204,7 @@ impl ApiError {
             Self::Validation(_) => "Validation failed",
             Self::RateLimited { .. } => "Too many requests",
             Self::AccountThrottled { .. } => "Too many failed logins",
+            Self::QuotaExceeded { .. } => "Quota exceeded",
             Self::BadGateway(_) => "Upstream service failed",
             Self::ServiceUnavailable { .. } => "Service unavailable",
             Self::GatewayTimeout(_) => "Upstream service timed out",
@@ -231,6 +239,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "The request body must be application/json.".into(),
             Self::Validation(_) => "The request body failed validation; see errors.".into(),
             Self::RateLimited { retry_after } => format!("Retry in {retry_after} s."),
+            Self::QuotaExceeded { retry_after } => {
+                format!("The daily usage budget is spent; it renews in {retry_after} s.")
+            }
             Self::AccountThrottled { retry_after } => {
                 format!("Too many failed logins for this account; retry in {retry_after} s.")
             }
@@ -255,6 +266,7 @@ impl ApiError {
             Self::Validation(_) => "validation.failure",
             Self::RateLimited { .. } => "rate_limit.exceeded",
             Self::AccountThrottled { .. } => "auth.throttled",
+            Self::QuotaExceeded { .. } => "ai.quota_exceeded",
             Self::ServiceUnavailable { .. } => "dependency.unavailable",
             Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream.failure",
             Self::Internal(_) => "internal.error",
@@ -267,6 +279,7 @@ impl ApiError {
             Self::IpBlocked { retry_after }
             | Self::RateLimited { retry_after }
             | Self::AccountThrottled { retry_after }
+            | Self::QuotaExceeded { retry_after }
             | Self::ServiceUnavailable { retry_after, .. } => Some((*retry_after).max(1)),
             _ => None,
         }
@@ -485,6 +498,14 @@ mod tests {
                 "Too many failed logins for this account; retry in 600 s.",
                 Some("auth.throttled"),
                 Some("600"),
+            ),
+            (
+                ApiError::QuotaExceeded { retry_after: 3600 },
+                429,
+                "Quota exceeded",
+                "The daily usage budget is spent; it renews in 3600 s.",
+                Some("ai.quota_exceeded"),
+                Some("3600"),
             ),
             (
                 ApiError::BadGateway("stripe: 500".into()),

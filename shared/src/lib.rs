@@ -16,6 +16,7 @@
 
 #[cfg(feature = "accounts")]
 pub mod accounts;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod cors;

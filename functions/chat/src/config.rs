@@ -12,6 +12,9 @@
 //! | `AI_SYSTEM_PROMPT` | [`DEFAULT_SYSTEM_PROMPT`] | the server's system prompt |
 //! | `AI_TIMEOUT_MS` | `8000` | total time for one provider call |
 //! | `AI_CONNECT_TIMEOUT_MS` | `2000` | time to connect to the provider |
+//! | `AI_ENABLED` | `true` | `false` stops every AI call at once (503) |
+//! | `AI_DAILY_TOKENS_PER_ACCOUNT` | `100000` | tokens one account may use per UTC day |
+//! | `AI_DAILY_TOKENS_SERVICE` | `5000000` | tokens the whole service may use per UTC day |
 
 use std::time::Duration;
 
@@ -50,6 +53,14 @@ pub(crate) struct AiConfig {
     /// function's timeout (15 s in `template.yaml`, itself under API Gateway's 29 s). 1 to
     /// 60000.
     pub(crate) timeout: Duration,
+    /// `AI_ENABLED`: `false` stops every AI call at once (chat answers 503); default `true`.
+    pub(crate) enabled: bool,
+    /// `AI_DAILY_TOKENS_PER_ACCOUNT`: tokens one account may use per UTC day (default
+    /// 100,000).
+    pub(crate) daily_tokens_per_account: u64,
+    /// `AI_DAILY_TOKENS_SERVICE`: tokens the whole service may use per UTC day (default
+    /// 5,000,000).
+    pub(crate) daily_tokens_service: u64,
     /// `AI_CONNECT_TIMEOUT_MS`: time allowed to connect to the provider. Default 2000; at most
     /// `AI_TIMEOUT_MS`.
     pub(crate) connect_timeout: Duration,
@@ -131,7 +142,24 @@ impl AiConfig {
             ));
         }
 
+        let enabled = match get("AI_ENABLED").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return Err(invalid("AI_ENABLED", "must be true or false")),
+        };
+        let daily_tokens_per_account: u64 = number(&get, "AI_DAILY_TOKENS_PER_ACCOUNT", 100_000)?;
+        let daily_tokens_service: u64 = number(&get, "AI_DAILY_TOKENS_SERVICE", 5_000_000)?;
+        if daily_tokens_per_account == 0 || daily_tokens_service == 0 {
+            return Err(invalid(
+                "AI_DAILY_TOKENS_PER_ACCOUNT",
+                "daily budgets must be greater than zero (use AI_ENABLED=false to stop chat)",
+            ));
+        }
+
         Ok(Self {
+            enabled,
+            daily_tokens_per_account,
+            daily_tokens_service,
             api_base,
             model,
             models,
@@ -188,6 +216,20 @@ mod tests {
         assert_eq!(c.system_prompt, DEFAULT_SYSTEM_PROMPT);
         assert_eq!(c.timeout, Duration::from_secs(8));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert!(c.enabled);
+        assert_eq!(
+            (c.daily_tokens_per_account, c.daily_tokens_service),
+            (100_000, 5_000_000)
+        );
+        let off = cfg(Environment::Development, &[("AI_ENABLED", "FALSE")]).expect("config");
+        assert!(!off.enabled);
+        for bad in [
+            ("AI_ENABLED", "0"),
+            ("AI_DAILY_TOKENS_SERVICE", "0"),
+            ("AI_DAILY_TOKENS_PER_ACCOUNT", "x"),
+        ] {
+            assert!(cfg(Environment::Development, &[bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
 
 use crate::config::AiConfig;
-use crate::provider::{ChatProvider, CompletionRequest, Message, Role, Usage};
+use crate::provider::{ChatProvider, CompletionRequest, Message, ProviderError, Role, Usage};
+use flowbotz_security::budget::{Budget, BudgetError};
 
 pub(crate) const ENDPOINT: Endpoint = Endpoint {
     name: "chat",
@@ -22,7 +23,8 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     auth: true,
     csrf: true,
     per_user_limit: true,
-    store_failure: StoreFailure::Open,
+    // Without the store nothing bounds spend: chat fails closed like the auth endpoints.
+    store_failure: StoreFailure::Closed,
     security_sensitive: true,
 };
 
@@ -36,6 +38,7 @@ pub(crate) struct Rules {
     pub(crate) default_model: String,
     pub(crate) models: Vec<String>,
     pub(crate) max_tokens: u32,
+    pub(crate) enabled: bool,
 }
 
 impl From<&AiConfig> for Rules {
@@ -45,6 +48,7 @@ impl From<&AiConfig> for Rules {
             default_model: ai.model.clone(),
             models: ai.models.clone(),
             max_tokens: ai.max_tokens,
+            enabled: ai.enabled,
         }
     }
 }
@@ -91,14 +95,28 @@ struct ChatReply<'a> {
 
 /// `POST /api/ai/chat`: validates the conversation, puts the server's system prompt first and
 /// asks the provider for the assistant's reply.
+/// Tokens a text is counted as when the provider reports no usage: about four characters a
+/// token for English, rounded up, plus a few for each message's framing.
+pub(crate) fn estimate_tokens(texts: &[&str]) -> u64 {
+    texts
+        .iter()
+        .map(|t| (t.chars().count() as u64).div_ceil(4) + 4)
+        .sum()
+}
+
 pub(crate) struct Chat {
     provider: Arc<dyn ChatProvider>,
     rules: Rules,
+    budget: Budget,
 }
 
 impl Chat {
-    pub(crate) fn new(provider: Arc<dyn ChatProvider>, rules: Rules) -> Self {
-        Self { provider, rules }
+    pub(crate) fn new(provider: Arc<dyn ChatProvider>, rules: Rules, budget: Budget) -> Self {
+        Self {
+            provider,
+            rules,
+            budget,
+        }
     }
 
     /// Checks the request against the rules; every failure becomes one field error.
@@ -174,9 +192,56 @@ impl Handler for Chat {
             .clone()
             .ok_or(ApiError::Unauthorized("no user"))?;
         let request = self.completion_request(body_bytes(&req))?;
+        if !self.rules.enabled {
+            tracing::warn!(event = "ai.disabled", request_id = %ctx.request_id, "chat refused: AI_ENABLED is false");
+            return Err(ApiError::ServiceUnavailable {
+                reason: "AI calls are switched off (AI_ENABLED=false)".into(),
+                retry_after: 300,
+            });
+        }
+        let prompt: Vec<&str> = request
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        let prompt_estimate = estimate_tokens(&prompt);
+        let worst_case = prompt_estimate + u64::from(request.max_tokens);
+        let reservation = match self.budget.reserve(&user, worst_case).await {
+            Ok(r) => r,
+            Err(BudgetError::Exhausted { scope, retry_after }) => {
+                tracing::warn!(
+                    event = "ai.quota_exceeded",
+                    request_id = %ctx.request_id,
+                    user_id = %user,
+                    scope = scope.as_str(),
+                    "daily token budget spent"
+                );
+                return Err(ApiError::QuotaExceeded { retry_after });
+            }
+            Err(BudgetError::Store(e)) => {
+                tracing::error!(event = "ai.budget_store_failure", request_id = %ctx.request_id, cause = %e, "the budget store failed; chat fails closed");
+                return Err(ApiError::ServiceUnavailable {
+                    reason: "budget store unavailable".into(),
+                    retry_after: 1,
+                });
+            }
+        };
         let started = Instant::now();
         let result = self.provider.complete(&request).await;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let used = match &result {
+            Ok(c) => c.usage.map_or_else(
+                || prompt_estimate + estimate_tokens(&[c.content.as_str()]),
+                |u| u.prompt_tokens.saturating_add(u.completion_tokens),
+            ),
+            // A call that timed out may still have been billed: keep the worst case.
+            Err(ProviderError::Timeout) => worst_case,
+            Err(_) => 0,
+        };
+        let charged = used;
+        if let Err(e) = self.budget.settle(reservation, used).await {
+            tracing::error!(event = "ai.budget_store_failure", request_id = %ctx.request_id, cause = %e, "settling the token budget failed; the reservation stands");
+        }
         let completion = match result {
             Ok(c) => c,
             Err(e) => {
@@ -204,6 +269,7 @@ impl Handler for Chat {
             prompt_tokens = usage.map(|u| u.prompt_tokens),
             completion_tokens = usage.map(|u| u.completion_tokens),
             total_tokens = usage.map(|u| u.total_tokens),
+            budget_tokens = charged,
             "chat completed"
         );
         Ok(json(

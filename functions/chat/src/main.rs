@@ -6,6 +6,8 @@ mod provider;
 
 use std::sync::Arc;
 
+use flowbotz_security::budget::dynamodb::DynamoBudgetStore;
+use flowbotz_security::budget::{Budget, BudgetPolicy};
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
 use flowbotz_security::session::Sessions;
@@ -21,6 +23,17 @@ async fn main() -> Result<(), lambda_http::Error> {
     })?;
     let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let provider = provider::from_config(&ai, &secrets)?;
+    let budget = Budget::new(
+        Arc::new(DynamoBudgetStore::new(
+            client.clone(),
+            &config.tables.rate_limits,
+        )),
+        Arc::new(SystemClock),
+        BudgetPolicy {
+            per_account: ai.daily_tokens_per_account,
+            service: ai.daily_tokens_service,
+        },
+    );
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
         .with_limiter(runtime::limiter(&config, client))
         .with_sessions(Sessions::with_secrets(
@@ -29,5 +42,5 @@ async fn main() -> Result<(), lambda_http::Error> {
             Arc::new(SystemClock),
         )?)
         .with_secrets(secrets);
-    runtime::run(pipeline, handler::Chat::new(provider, (&ai).into())).await
+    runtime::run(pipeline, handler::Chat::new(provider, (&ai).into(), budget)).await
 }

@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::provider::{Completion, LocalEcho, ProviderError};
 
+use flowbotz_security::budget::memory::MemoryBudgetStore;
+use flowbotz_security::budget::{Budget, BudgetPolicy, BudgetStore};
+
 const SECRET: &str = "test-key-0123456789abcdef0123456789";
 const USER: &str = "user-1";
 const SYSTEM_PROMPT: &str = "System prompt from the configuration.";
@@ -43,6 +46,7 @@ fn rules() -> Rules {
         default_model: "small".into(),
         models: vec!["small".into(), "large".into()],
         max_tokens: 512,
+        enabled: true,
     }
 }
 
@@ -73,6 +77,7 @@ impl ChatProvider for Recording {
 
 /// The pipeline, a handler over `provider`, and tokens for [`USER`].
 pub(super) struct Setup {
+    pub(super) budget_store: Arc<MemoryBudgetStore>,
     pub(super) pipeline: Pipeline,
     pub(super) handler: Chat,
     pub(super) bearer: String,
@@ -85,9 +90,19 @@ pub(super) fn setup_with(provider: Arc<dyn ChatProvider>, rules: Rules) -> Setup
     let (bearer, session) = sessions.issue_session(USER).expect("token");
     let bearer = bearer.token;
     let csrf = sessions.issue_csrf(&session).token;
+    let budget_store = Arc::new(MemoryBudgetStore::new());
+    let budget = Budget::new(
+        budget_store.clone(),
+        Arc::new(SystemClock),
+        BudgetPolicy {
+            per_account: 100_000,
+            service: 5_000_000,
+        },
+    );
     Setup {
+        budget_store,
         pipeline: Pipeline::new(ENDPOINT, config).with_sessions(sessions),
-        handler: Chat::new(provider, rules),
+        handler: Chat::new(provider, rules, budget),
         bearer,
         csrf,
     }
@@ -518,4 +533,97 @@ async fn given_one_ip_when_chatting_quickly_then_the_burst_limit_answers_429() {
         statuses.push(resp.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+}
+
+fn budget_key(scope: &str) -> String {
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        / 86_400;
+    match scope {
+        "service" => format!("budget#service#{day}"),
+        _ => format!("budget#account#{day}#{USER}"),
+    }
+}
+
+#[tokio::test]
+async fn given_a_completion_when_chatting_then_its_tokens_are_charged_to_the_account_and_the_service()
+ {
+    let s = setup(Arc::new(Recording::default()));
+    let resp = s.chat(Shape::HttpV2, &hello()).await;
+    assert_eq!(resp.status(), 200, "{}", text(&resp));
+    // No usage from the provider: the estimate of the prompt (system prompt included) and the
+    // reply, never the reservation's worst case.
+    let charged = s.budget_store.used(&budget_key("account"));
+    let expected = i128::from(estimate_tokens(&[
+        SYSTEM_PROMPT,
+        "Suggest three names for a workflow bot.",
+    ])) + i128::from(estimate_tokens(&["Hello from the fake."]));
+    assert_eq!(charged, expected);
+    assert_eq!(s.budget_store.used(&budget_key("service")), expected);
+}
+
+#[tokio::test]
+async fn given_a_spent_account_budget_when_chatting_then_429_quota_exceeded_until_the_next_utc_day_and_no_provider_call()
+ {
+    let provider = Arc::new(Recording::default());
+    let s = setup(provider.clone());
+    s.budget_store
+        .adjust(&[budget_key("account")], 100_000, 0)
+        .await
+        .expect("fill");
+    let resp = s.chat(Shape::RestV1, &hello()).await;
+    assert_eq!(resp.status(), 429, "{}", text(&resp));
+    assert_eq!(body(&resp)["type"], "/problems/quota-exceeded");
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=86_400).contains(&retry));
+    assert!(provider.seen().is_empty(), "the provider is never called");
+}
+
+#[tokio::test]
+async fn given_a_spent_service_budget_when_any_account_chats_then_429() {
+    let provider = Arc::new(Recording::default());
+    let s = setup(provider.clone());
+    s.budget_store
+        .adjust(&[budget_key("service")], 5_000_000, 0)
+        .await
+        .expect("fill");
+    let resp = s.chat(Shape::HttpV2, &hello()).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(body(&resp)["type"], "/problems/quota-exceeded");
+    assert!(provider.seen().is_empty());
+}
+
+#[tokio::test]
+async fn given_a_failing_budget_store_when_chatting_then_503_and_no_provider_call() {
+    let provider = Arc::new(Recording::default());
+    let s = setup(provider.clone());
+    s.budget_store.set_failing(true);
+    let resp = s.chat(Shape::HttpV2, &hello()).await;
+    assert_eq!(resp.status(), 503, "{}", text(&resp));
+    assert!(
+        provider.seen().is_empty(),
+        "without the store, spend cannot be bounded"
+    );
+}
+
+#[tokio::test]
+async fn given_ai_switched_off_when_chatting_then_503_and_no_provider_call() {
+    let provider = Arc::new(Recording::default());
+    let mut rules = rules();
+    rules.enabled = false;
+    let s = setup_with(provider.clone(), rules);
+    let resp = s.chat(Shape::RestV1, &hello()).await;
+    assert_eq!(resp.status(), 503);
+    assert!(provider.seen().is_empty());
+}
+
+#[test]
+fn given_chat_when_its_rate_limit_store_fails_then_it_fails_closed() {
+    assert_eq!(ENDPOINT.store_failure, StoreFailure::Closed);
 }
