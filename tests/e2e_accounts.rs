@@ -82,6 +82,46 @@ async fn given_wrong_password_and_unknown_email_when_logging_in_then_identical_4
     assert_eq!(without_id(wrong.json()), without_id(unknown.json()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn given_many_racing_wrong_passwords_from_distinct_ips_when_logging_in_then_at_most_five_are_verified()
+ {
+    let s = new_session().await;
+    let attempts: Vec<_> = (0..30)
+        .map(|_| {
+            let e = login_event(&s.email, "not the right passphrase").source_ip(&unique_ip());
+            tokio::spawn(async move {
+                let a = invoke("login", &e).await;
+                if a.status == 429 {
+                    assert_eq!(
+                        a.json()["type"],
+                        "/problems/account-throttled",
+                        "{}",
+                        a.body
+                    );
+                }
+                a.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.expect("task"));
+    }
+    let verified = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        verified <= 5,
+        "{verified} attempts reached the password check: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        30 - verified
+    );
+}
+
 #[tokio::test]
 async fn given_five_failed_logins_when_a_sixth_arrives_then_429_with_retry_after() {
     let s = new_session().await;
@@ -319,4 +359,31 @@ fn given_ten_logins_over_http_when_limits_trip_then_429_with_headers_and_xff_cha
         a.header("ratelimit")
             .is_some_and(|v| v.contains("\"burst\";r="))
     );
+}
+
+#[tokio::test]
+async fn given_undeliverable_looking_addresses_when_registering_then_422_on_email_and_real_ones_pass()
+ {
+    let register = |email: &str| {
+        Event::new(Shape::HttpV2, "POST", "/api/auth/register")
+            .source_ip(&unique_ip())
+            .json_body(&json!({"email": email, "password": "violet quasar mangrove tundra 71"}))
+    };
+    for bad in ["a@b", "a@localhost", "a@b.c0m"] {
+        let a = invoke("register", &register(bad)).await;
+        assert_problem(&a, 422);
+        assert_eq!(a.json()["errors"][0]["field"], "email", "{bad}: {}", a.body);
+    }
+    let tag = unique_ip().replace(':', "");
+    for good in [
+        format!("someone+{tag}@example.com"),
+        format!("{tag}@mail.eu.example.org"),
+        format!("{tag}@xn--bcher-kva.example"),
+    ] {
+        assert_eq!(
+            invoke("register", &register(&good)).await.status,
+            202,
+            "{good}"
+        );
+    }
 }

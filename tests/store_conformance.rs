@@ -459,3 +459,103 @@ mod budget {
         suite(Arc::new(DynamoBudgetStore::new(c, table))).await;
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Login attempts
+// ------------------------------------------------------------------------------------------
+
+mod attempts {
+    use std::sync::Arc;
+
+    use flowbotz_security::accounts::memory::MemoryUserStore;
+    use flowbotz_security::accounts::{Attempt, UserStore};
+
+    const NOW: u64 = 1_900_000_000;
+    const WINDOW: u64 = 900;
+
+    fn email(label: &str) -> String {
+        format!(
+            "{label}-{}@example.com",
+            flowbotz_tests::events::unique_ip().replace(':', "")
+        )
+    }
+
+    pub(super) async fn suite(store: Arc<dyn UserStore>) {
+        let e = email("window");
+        for i in 1..=5u32 {
+            let Attempt::Admitted(f) = store
+                .reserve_attempt(&e, NOW + u64::from(i), 5, WINDOW)
+                .await
+                .expect("reserve")
+            else {
+                panic!("attempt {i} is admitted");
+            };
+            assert_eq!((f.count, f.since_s), (i, NOW + 1));
+        }
+        assert_eq!(
+            store
+                .reserve_attempt(&e, NOW + 10, 5, WINDOW)
+                .await
+                .expect("reserve"),
+            Attempt::Throttled {
+                retry_after: WINDOW - 9
+            },
+            "the sixth waits for the window, counted from its first attempt"
+        );
+        let Attempt::Admitted(f) = store
+            .reserve_attempt(&e, NOW + 1 + WINDOW, 5, WINDOW)
+            .await
+            .expect("reserve")
+        else {
+            panic!("a passed window restarts");
+        };
+        assert_eq!((f.count, f.since_s), (1, NOW + 1 + WINDOW));
+        store.clear_failures(&e).await.expect("clear");
+        assert!(matches!(
+            store.reserve_attempt(&e, NOW + 2 + WINDOW, 5, WINDOW).await.expect("reserve"),
+            Attempt::Admitted(f) if f.count == 1
+        ));
+    }
+
+    /// Many instances racing wrong passwords on one account: at most `max` attempts admitted.
+    pub(super) async fn race(stores: Vec<Arc<dyn UserStore>>) {
+        let e = email("race");
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % stores.len()]);
+                let e = e.clone();
+                tokio::spawn(async move { store.reserve_attempt(&e, NOW, 5, WINDOW).await })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            if let Attempt::Admitted(_) = t.await.expect("task").expect("reserve") {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 5, "60 racing attempts, 5 admitted");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_user_store_reserves_attempts_atomically() {
+        let store: Arc<dyn UserStore> = Arc::new(MemoryUserStore::default());
+        suite(store.clone()).await;
+        race(vec![store]).await;
+    }
+
+    #[cfg(feature = "e2e")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dynamodb_user_store_reserves_attempts_atomically_across_instances() {
+        use flowbotz_security::accounts::dynamodb::DynamoUserStore;
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let mut stores: Vec<Arc<dyn UserStore>> = Vec::new();
+        // Twelve instances, each with its own client and connections.
+        for _ in 0..12 {
+            let c =
+                flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(3)).await;
+            stores.push(Arc::new(DynamoUserStore::new(c, table.clone())));
+        }
+        suite(stores[0].clone()).await;
+        race(stores).await;
+    }
+}

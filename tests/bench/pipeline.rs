@@ -162,5 +162,52 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(pipeline_benches, benches);
+/// The password policy's strength estimate on the slowest inputs found (many distinct
+/// substitution characters, then length: 0.86 s each before the estimate read a bounded
+/// input) against an ordinary passphrase. Group `password`, reported in `BENCHMARKS.md`.
+fn password_benches(c: &mut Criterion) {
+    use flowbotz_security::accounts::password::check_policy;
+    use flowbotz_security::config::PasswordPolicy;
+    let policy = PasswordPolicy {
+        min_chars: 12,
+        max_chars: 128,
+        min_score: 3,
+    };
+    let subs = "4@8({[<369!1|70$5+%2";
+    let cases: [(&str, String); 5] = [
+        (
+            "passphrase_34_chars",
+            "violet quasar mangrove tundra 71!".into(),
+        ),
+        (
+            "substitutions_then_108_a",
+            format!("{subs}{}", "a".repeat(108)),
+        ),
+        (
+            "substitutions_cycled_128",
+            subs.chars().cycle().take(128).collect(),
+        ),
+        (
+            "substitutions_reversed_128",
+            subs.chars().rev().cycle().take(128).collect(),
+        ),
+        (
+            "ambiguous_1_pipe_7_bang_then_a",
+            format!("1|7!1|7!{}", "a".repeat(120)),
+        ),
+    ];
+    let mut group = c.benchmark_group("password");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    for (name, password) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(check_policy(password, "someone@example.com", &policy)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(pipeline_benches, benches, password_benches);
 criterion_main!(pipeline_benches);

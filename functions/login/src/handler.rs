@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use flowbotz_security::accounts::password;
-use flowbotz_security::accounts::{UserStore, normalize_email};
+use flowbotz_security::accounts::{Attempt, UserStore, normalize_email};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::LoginThrottle;
 use flowbotz_security::guard::BodyKind;
@@ -80,29 +80,30 @@ impl Handler for Login {
         let email = normalize_email(&body.email);
         let now = self.clock.now_s();
         let window = self.throttle.window.as_secs();
-        let (user, failures) = self.users.lookup(&email).await.map_err(unavailable)?;
-        if let Some(retry_after) = failures.throttled_for(now, self.throttle.max_failures, window) {
+        // The attempt is counted before the password is checked, in one conditional write, so
+        // racing instances never verify more than the allowed attempts per window.
+        let attempt = self
+            .users
+            .reserve_attempt(&email, now, self.throttle.max_failures, window)
+            .await
+            .map_err(unavailable)?;
+        if let Attempt::Throttled { retry_after } = attempt {
             return Err(ApiError::AccountThrottled { retry_after });
         }
+        let (user, _) = self.users.lookup(&email).await.map_err(unavailable)?;
         // One Argon2 verification whether or not the account exists.
         let verified = password::verify(
             &body.password,
             user.as_ref().map(|u| u.password_hash.as_str()),
         );
         let Some(user) = user.filter(|_| verified) else {
-            self.users
-                .record_failure(&email, now, window)
-                .await
-                .map_err(unavailable)?;
             return Err(ApiError::InvalidCredentials);
         };
         ctx.user_id = Some(user.user_id.clone());
-        if failures.count > 0 {
-            self.users
-                .clear_failures(&email)
-                .await
-                .map_err(unavailable)?;
-        }
+        self.users
+            .clear_failures(&email)
+            .await
+            .map_err(unavailable)?;
         if password::needs_rehash(&user.password_hash) {
             let upgraded = password::hash(&body.password)?;
             if let Err(e) = self.users.update_hash(&email, &upgraded).await {
@@ -198,7 +199,7 @@ mod tests {
         assert!(
             v["csrf_token"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("v1."))
+                .is_some_and(|t| t.starts_with("v2."))
         );
         assert_eq!(v["csrf_expires_in"], 3600);
     }
@@ -245,8 +246,14 @@ mod tests {
                 401
             );
         }
+        let before = password::operations();
         let throttled = attempt(&p, &h, "alice@example.com", PASSWORD).await;
         assert_eq!(throttled.status(), 429, "even the right password waits");
+        assert_eq!(
+            password::operations(),
+            before,
+            "a throttled attempt runs no Argon2"
+        );
         let retry: u64 = throttled.headers()["retry-after"]
             .to_str()
             .expect("h")

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use flowbotz_security::accounts::password;
-use flowbotz_security::accounts::{UserRecord, UserStore, normalize_email};
+use flowbotz_security::accounts::{UserRecord, UserStore, deliverable_domain, normalize_email};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
 use flowbotz_security::guard::BodyKind;
@@ -29,12 +29,16 @@ pub(crate) const ACCEPTED: &str =
     "If this email can be registered, the account is ready. Sign in to continue.";
 
 fn ascii_email(email: &str) -> Result<(), ValidationError> {
-    if email.is_ascii() {
-        Ok(())
-    } else {
+    if !email.is_ascii() {
         Err(ValidationError::new("ascii").with_message(
             "must be an ASCII address (use punycode for international domains)".into(),
         ))
+    } else if !deliverable_domain(email) {
+        Err(ValidationError::new("domain").with_message(
+            "must have a deliverable domain (a dot and a valid top-level label)".into(),
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -15,10 +15,11 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 
-use super::{Failures, UserRecord, UserStore, failure_key};
+use super::{Attempt, Failures, UserRecord, UserStore, failure_key};
 use crate::ratelimit::StoreError;
 use crate::store::dynamodb::{PK, TTL_ATTRIBUTE, n, number, s, text, unavailable};
 
@@ -160,56 +161,96 @@ impl UserStore for DynamoUserStore {
         Ok((user, failures))
     }
 
-    async fn record_failure(
+    async fn reserve_attempt(
         &self,
         email: &str,
         now_s: u64,
+        max: u32,
         window_s: u64,
-    ) -> Result<Failures, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let cutoff = now_s.saturating_sub(window_s);
         let expires = now_s + window_s + 60;
-        let in_window = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(failure_pk(email))))
-            .update_expression("SET #f = if_not_exists(#f, :zero) + :one, #s = if_not_exists(#s, :now), #ttl = :exp")
-            .condition_expression("attribute_not_exists(#s) OR #s > :cutoff")
-            .expression_attribute_names("#f", "failures")
-            .expression_attribute_names("#s", "since")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(now_s))
-            .expression_attribute_values(":exp", n(expires))
-            .expression_attribute_values(":cutoff", n(cutoff))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match in_window {
-            Ok(out) => return Ok(out.attributes().map(to_failures).unwrap_or_default()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
-            Err(e) => return Err(unavailable(e)),
+        // A restart may race another instance's restart: a few tries settle it.
+        for _ in 0..3 {
+            let counted = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(failure_pk(email))))
+                .update_expression(
+                    "SET #f = if_not_exists(#f, :zero) + :one, #s = if_not_exists(#s, :now), #ttl = :exp",
+                )
+                .condition_expression("attribute_not_exists(#s) OR (#s > :cutoff AND #f < :max)")
+                .expression_attribute_names("#f", "failures")
+                .expression_attribute_names("#s", "since")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_s))
+                .expression_attribute_values(":exp", n(expires))
+                .expression_attribute_values(":cutoff", n(cutoff))
+                .expression_attribute_values(":max", n(max))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match counted {
+                Ok(out) => {
+                    return Ok(Attempt::Admitted(
+                        out.attributes().map(to_failures).unwrap_or_default(),
+                    ));
+                }
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+                {
+                    match e.err() {
+                        UpdateItemError::ConditionalCheckFailedException(c) => {
+                            c.item().map(to_failures).unwrap_or_default()
+                        }
+                        _ => Failures::default(),
+                    }
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            if old.since_s > cutoff {
+                return Ok(Attempt::Throttled {
+                    retry_after: (old.since_s + window_s).saturating_sub(now_s).max(1),
+                });
+            }
+            // The window has passed: start a new one, unless another instance just did.
+            let restarted = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(failure_pk(email))))
+                .update_expression("SET #f = :one, #s = :now, #ttl = :exp")
+                .condition_expression("#s <= :cutoff")
+                .expression_attribute_names("#f", "failures")
+                .expression_attribute_names("#s", "since")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_s))
+                .expression_attribute_values(":exp", n(expires))
+                .expression_attribute_values(":cutoff", n(cutoff))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await;
+            match restarted {
+                Ok(out) => {
+                    return Ok(Attempt::Admitted(
+                        out.attributes().map(to_failures).unwrap_or_default(),
+                    ));
+                }
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
         }
-        // The window has passed: start a new one.
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(failure_pk(email))))
-            .update_expression("SET #f = :one, #s = :now, #ttl = :exp")
-            .expression_attribute_names("#f", "failures")
-            .expression_attribute_names("#s", "since")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now", n(now_s))
-            .expression_attribute_values(":exp", n(expires))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.attributes().map(to_failures).unwrap_or_default())
+        Err(StoreError::Unavailable(
+            "login attempt not reserved after three tries".into(),
+        ))
     }
 
     async fn clear_failures(&self, email: &str) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Failures, UserRecord, UserStore, failure_key};
+use super::{Attempt, Failures, UserRecord, UserStore, failure_key};
 use crate::ratelimit::StoreError;
 
 /// Accounts in a `HashMap`.
@@ -50,12 +50,13 @@ impl UserStore for MemoryUserStore {
         Ok((user, failures))
     }
 
-    async fn record_failure(
+    async fn reserve_attempt(
         &self,
         email: &str,
         now_s: u64,
+        max: u32,
         window_s: u64,
-    ) -> Result<Failures, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let mut all = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let f = all.entry(failure_key(email)).or_default();
         if f.count == 0 || now_s >= f.since_s + window_s {
@@ -63,10 +64,14 @@ impl UserStore for MemoryUserStore {
                 count: 1,
                 since_s: now_s,
             };
+        } else if f.count >= max {
+            return Ok(Attempt::Throttled {
+                retry_after: f.since_s + window_s - now_s,
+            });
         } else {
             f.count += 1;
         }
-        Ok(*f)
+        Ok(Attempt::Admitted(*f))
     }
 
     async fn clear_failures(&self, email: &str) -> Result<(), StoreError> {

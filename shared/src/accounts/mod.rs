@@ -16,6 +16,34 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// Whether `email`'s domain looks deliverable, as a sign-up form should require: ASCII (an
+/// internationalised domain in its `xn--` form), at least two dot-separated labels of 1 to 63
+/// letters, digits or inner hyphens, at most 253 characters, and a top-level label of two or
+/// more letters (or a punycode one). Refuses `a@b`, `a@localhost`, `a@b.c0m` and `a@1.2.3.4`;
+/// accepts plus-addressing and subdomains, which are the local part's and the labels' business.
+pub fn deliverable_domain(email: &str) -> bool {
+    let Some((_, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let domain = domain.to_ascii_lowercase();
+    if !domain.is_ascii() || domain.is_empty() || domain.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let Some(tld) = labels.last() else {
+        return false;
+    };
+    let tld_ok = (tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
+        || (tld.starts_with("xn--") && tld.len() > 4);
+    labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok
+}
+
 /// The key of an email's failed-login counter: a hash, so that addresses of people without
 /// an account are not stored.
 pub fn failure_key(email: &str) -> String {
@@ -63,6 +91,18 @@ impl Failures {
     }
 }
 
+/// The verdict on one login attempt, reserved before the password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The attempt is counted; the password may be checked.
+    Admitted(Failures),
+    /// The account has used its attempts in this window: refuse without checking.
+    Throttled {
+        /// Seconds until the window passes.
+        retry_after: u64,
+    },
+}
+
 /// Where accounts live. Every method is one request to the backing service.
 #[async_trait]
 pub trait UserStore: Send + Sync {
@@ -72,13 +112,17 @@ pub trait UserStore: Send + Sync {
     /// The account of `email` (normalised) and its failed-login state, in one read.
     async fn lookup(&self, email: &str) -> Result<(Option<UserRecord>, Failures), StoreError>;
 
-    /// Counts a failed login of `email` at `now_s`; a window older than `window_s` restarts.
-    async fn record_failure(
+    /// Reserves one login attempt on `email` at `now_s` before its password is checked, in one
+    /// atomic step: admitted while fewer than `max` attempts were counted in the window of
+    /// `window_s` seconds (a passed window restarts), else throttled. Racing instances never
+    /// admit more than `max` attempts in a window; a successful login clears the count.
+    async fn reserve_attempt(
         &self,
         email: &str,
         now_s: u64,
+        max: u32,
         window_s: u64,
-    ) -> Result<Failures, StoreError>;
+    ) -> Result<Attempt, StoreError>;
 
     /// Clears the failed-login state of `email` after a successful login.
     async fn clear_failures(&self, email: &str) -> Result<(), StoreError>;
@@ -89,4 +133,45 @@ pub trait UserStore: Send + Sync {
     /// Erases the account of `user_id` and every item keyed to it; `Ok(false)` if there was
     /// none.
     async fn erase(&self, user_id: &str) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deliverable_domain;
+
+    #[test]
+    fn given_addresses_when_checking_the_domain_then_only_deliverable_looking_ones_pass() {
+        for ok in [
+            "alice@example.com",
+            "alice+news@example.com",
+            "a.b@mail.eu.example.org",
+            "x@xn--bcher-kva.example",
+            "x@example.xn--p1ai",
+            "x@sub-domain.example.io",
+            "X@EXAMPLE.COM",
+        ] {
+            assert!(deliverable_domain(ok), "{ok}");
+        }
+        for bad in [
+            "a@b",
+            "a@localhost",
+            "a@b.c0m",
+            "a@1.2.3.4",
+            "a@example.c",
+            "a@-example.com",
+            "a@example-.com",
+            "a@exa_mple.com",
+            "a@example..com",
+            "a@.example.com",
+            "a@example.com.",
+            "a@bücher.example",
+            "no-at-sign",
+            "a@example.xn--",
+        ] {
+            assert!(!deliverable_domain(bad), "{bad}");
+        }
+        let long_label = format!("a@{}.com", "l".repeat(64));
+        assert!(!deliverable_domain(&long_label));
+        assert!(deliverable_domain(&format!("a@{}.com", "l".repeat(63))));
+    }
 }
