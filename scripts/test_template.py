@@ -65,6 +65,11 @@ STORES = {
         "table_env": "RATE_LIMIT_TABLE",
         "callers": ["shared/src/budget/mod.rs"],
     },
+    "DynamoSessionStore": {
+        "source": "shared/src/revocation/dynamodb.rs",
+        "table_env": "USERS_TABLE",
+        "callers": ["shared/src/pipeline.rs"],
+    },
     "DynamoUserStore": {
         "source": "shared/src/accounts/dynamodb.rs",
         "table_env": "USERS_TABLE",

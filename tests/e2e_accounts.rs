@@ -387,3 +387,47 @@ async fn given_undeliverable_looking_addresses_when_registering_then_422_on_emai
         );
     }
 }
+
+#[tokio::test]
+async fn given_an_erased_account_when_its_tokens_are_used_again_then_every_authenticated_endpoint_answers_401()
+ {
+    let s = new_session().await;
+    let with_csrf = |e: Event| e.header("X-CSRF-Token", &s.csrf_token);
+    let erase = invoke(
+        "account",
+        &with_csrf(authed(Shape::HttpV2, "DELETE", "/api/account", &s)),
+    )
+    .await;
+    assert_eq!(erase.status, 204, "{}", erase.body);
+    let chat = json!({"messages": [{"role": "user", "content": "still there?"}]});
+    let pay = json!({"amount": 2000, "currency": "usd"});
+    let cases = [
+        (
+            "csrf-token",
+            authed(Shape::RestV1, "GET", "/api/auth/csrf-token", &s),
+        ),
+        (
+            "chat",
+            with_csrf(authed(Shape::HttpV2, "POST", "/api/ai/chat", &s)).json_body(&chat),
+        ),
+        (
+            "payment-intent",
+            with_csrf(authed(
+                Shape::RestV1,
+                "POST",
+                "/api/payments/create-payment-intent",
+                &s,
+            ))
+            .json_body(&pay),
+        ),
+        (
+            "account",
+            with_csrf(authed(Shape::HttpV2, "DELETE", "/api/account", &s)),
+        ),
+    ];
+    for (function, e) in cases {
+        let a = invoke(function, &e).await;
+        assert_problem(&a, 401);
+        assert_eq!(a.json()["type"], "/problems/unauthorized", "{function}");
+    }
+}

@@ -559,3 +559,83 @@ mod attempts {
         race(stores).await;
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Session liveness
+// ------------------------------------------------------------------------------------------
+
+#[cfg(feature = "e2e")]
+mod sessions {
+    use flowbotz_security::accounts::dynamodb::DynamoUserStore;
+    use flowbotz_security::accounts::{UserRecord, UserStore};
+    use flowbotz_security::revocation::dynamodb::{DynamoSessionStore, SESSIONS_VALID_AFTER};
+    use flowbotz_security::revocation::{SessionState, SessionStore};
+    use flowbotz_security::session::Claims;
+
+    fn claims(user: &str, iat: u64) -> Claims {
+        Claims {
+            sub: user.into(),
+            iat,
+            nbf: iat,
+            exp: iat + 900,
+            iss: "i".into(),
+            aud: "a".into(),
+            jti: "j".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn dynamodb_session_store_follows_registration_sessions_valid_after_and_erasure() {
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let c = flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(3)).await;
+        let users = DynamoUserStore::new(c.clone(), table.clone());
+        let sessions = DynamoSessionStore::new(c.clone(), table.clone());
+        let id = format!("u-{}", flowbotz_tests::events::unique_ip().replace(':', ""));
+        assert_eq!(
+            sessions.check(&claims(&id, 100)).await.expect("check"),
+            SessionState::Ended,
+            "no account, no session"
+        );
+        let user = UserRecord {
+            user_id: id.clone(),
+            email: format!("{id}@example.com"),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            name: None,
+            created_at: 1,
+        };
+        assert!(users.create(&user).await.expect("create"));
+        assert_eq!(
+            sessions.check(&claims(&id, 100)).await.expect("check"),
+            SessionState::Active
+        );
+        c.update_item()
+            .table_name(&table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{id}")),
+            )
+            .update_expression("SET #va = :t")
+            .expression_attribute_names("#va", SESSIONS_VALID_AFTER)
+            .expression_attribute_values(
+                ":t",
+                aws_sdk_dynamodb::types::AttributeValue::N("200".into()),
+            )
+            .send()
+            .await
+            .expect("end sessions");
+        assert_eq!(
+            sessions.check(&claims(&id, 199)).await.expect("check"),
+            SessionState::Ended
+        );
+        assert_eq!(
+            sessions.check(&claims(&id, 200)).await.expect("check"),
+            SessionState::Active
+        );
+        assert!(users.erase(&id).await.expect("erase"));
+        assert_eq!(
+            sessions.check(&claims(&id, 300)).await.expect("check"),
+            SessionState::Ended,
+            "erasure ends every session"
+        );
+    }
+}

@@ -28,6 +28,7 @@ pub mod log;
 pub mod payments;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod revocation;
 #[cfg(feature = "dynamodb")]
 pub mod runtime;
 pub mod secrets;

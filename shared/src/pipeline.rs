@@ -21,6 +21,7 @@ use crate::error::{ApiError, ForbiddenKind};
 use crate::guard::{self, BodyKind};
 use crate::log::RequestLog;
 use crate::ratelimit::{Decision, RateLimiter, Subject, Verdict};
+use crate::revocation::{SessionState, SessionStore};
 use crate::secrets::Secrets;
 use crate::session::Sessions;
 
@@ -159,6 +160,7 @@ pub struct Pipeline {
     limiter: Option<Arc<RateLimiter>>,
     sessions: Option<Sessions>,
     secrets: Option<Secrets>,
+    live_sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -181,6 +183,7 @@ impl Pipeline {
             limiter: None,
             sessions: None,
             secrets: None,
+            live_sessions: None,
         }
     }
 
@@ -200,6 +203,14 @@ impl Pipeline {
     /// authentication of an admitted request ([`Secrets::refresh_if_due`]).
     pub fn with_secrets(mut self, secrets: Secrets) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Adds the check that a verified token's session still stands (the account exists and
+    /// its sessions were not ended after the token was issued): one read per authenticated
+    /// request; an ended session is 401, a failed read 503.
+    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.live_sessions = Some(store);
         self
     }
 
@@ -303,6 +314,21 @@ impl Pipeline {
             })?;
             if self.endpoint.auth {
                 let claims = sessions.authenticate_fresh(req.headers()).await?;
+                if let Some(store) = &self.live_sessions {
+                    match store.check(&claims).await {
+                        Ok(SessionState::Active) => {}
+                        Ok(SessionState::Ended) => {
+                            return Err(ApiError::Unauthorized("session ended"));
+                        }
+                        Err(e) => {
+                            tracing::error!(request_id = %ctx.request_id, event = "session.store_failure", cause = %e, "session store failed");
+                            return Err(ApiError::ServiceUnavailable {
+                                reason: "session store unavailable".into(),
+                                retry_after: 1,
+                            });
+                        }
+                    }
+                }
                 ctx.user_id = Some(claims.sub.clone());
                 ctx.session = Some(claims);
             }

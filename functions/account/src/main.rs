@@ -7,6 +7,7 @@ use std::sync::Arc;
 use flowbotz_security::accounts::dynamodb::DynamoUserStore;
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
+use flowbotz_security::revocation::dynamodb::DynamoSessionStore;
 use flowbotz_security::session::Sessions;
 use flowbotz_security::{Pipeline, runtime};
 
@@ -18,6 +19,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let users = Arc::new(DynamoUserStore::new(client.clone(), &config.tables.users));
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
+        .with_session_store(Arc::new(DynamoSessionStore::new(
+            client.clone(),
+            &config.tables.users,
+        )))
         .with_limiter(runtime::limiter(&config, client))
         .with_sessions(Sessions::with_secrets(
             &config,

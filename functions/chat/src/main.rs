@@ -10,6 +10,7 @@ use flowbotz_security::budget::dynamodb::DynamoBudgetStore;
 use flowbotz_security::budget::{Budget, BudgetPolicy};
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
+use flowbotz_security::revocation::dynamodb::DynamoSessionStore;
 use flowbotz_security::session::Sessions;
 use flowbotz_security::{Pipeline, runtime};
 
@@ -35,6 +36,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         },
     );
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
+        .with_session_store(Arc::new(DynamoSessionStore::new(
+            client.clone(),
+            &config.tables.users,
+        )))
         .with_limiter(runtime::limiter(&config, client))
         .with_sessions(Sessions::with_secrets(
             &config,

@@ -19,7 +19,7 @@ pub fn normalize_email(email: &str) -> String {
 /// Whether `email`'s domain looks deliverable, as a sign-up form should require: ASCII (an
 /// internationalised domain in its `xn--` form), at least two dot-separated labels of 1 to 63
 /// letters, digits or inner hyphens, at most 253 characters, and a top-level label of two or
-/// more letters (or a punycode one). Refuses `a@b`, `a@localhost`, `a@b.c0m` and `a@1.2.3.4`;
+/// more letters (internationalised labels below it in their `xn--` form). Refuses `a@b`, `a@localhost`, `a@b.c0m` and `a@1.2.3.4`;
 /// accepts plus-addressing and subdomains, which are the local part's and the labels' business.
 pub fn deliverable_domain(email: &str) -> bool {
     let Some((_, domain)) = email.rsplit_once('@') else {
@@ -39,8 +39,7 @@ pub fn deliverable_domain(email: &str) -> bool {
     let Some(tld) = labels.last() else {
         return false;
     };
-    let tld_ok = (tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
-        || (tld.starts_with("xn--") && tld.len() > 4);
+    let tld_ok = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
     labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok
 }
 
@@ -146,7 +145,6 @@ mod tests {
             "alice+news@example.com",
             "a.b@mail.eu.example.org",
             "x@xn--bcher-kva.example",
-            "x@example.xn--p1ai",
             "x@sub-domain.example.io",
             "X@EXAMPLE.COM",
         ] {
@@ -166,7 +164,7 @@ mod tests {
             "a@example.com.",
             "a@bücher.example",
             "no-at-sign",
-            "a@example.xn--",
+            "a@example.xn--p1ai",
         ] {
             assert!(!deliverable_domain(bad), "{bad}");
         }
