@@ -264,25 +264,17 @@ pub async fn new_session() -> Session {
     )
     .await;
     assert_eq!(reg.status, 202, "{}", reg.body);
-    let login = invoke(
-        "login",
-        &Event::new(Shape::HttpV2, "POST", "/api/auth/login").json_body(&body),
-    )
-    .await;
-    assert_eq!(login.status, 200, "{}", login.body);
-    let v = login.json();
-    Session {
-        email,
-        password: PASSWORD.into(),
-        access_token: v["access_token"].as_str().unwrap_or_default().into(),
-        csrf_token: v["csrf_token"].as_str().unwrap_or_default().into(),
-    }
+    log_in(&email, PASSWORD).await
 }
 
 /// Logs `session`'s user in again: a second session of the same user.
 pub async fn login_again(session: &Session) -> Session {
+    log_in(&session.email, &session.password).await
+}
+
+async fn log_in(email: &str, password: &str) -> Session {
     use crate::events::{Event, Shape};
-    let body = serde_json::json!({"email": session.email, "password": session.password});
+    let body = serde_json::json!({"email": email, "password": password});
     let login = invoke(
         "login",
         &Event::new(Shape::HttpV2, "POST", "/api/auth/login").json_body(&body),
@@ -291,8 +283,8 @@ pub async fn login_again(session: &Session) -> Session {
     assert_eq!(login.status, 200, "{}", login.body);
     let v = login.json();
     Session {
-        email: session.email.clone(),
-        password: session.password.clone(),
+        email: email.into(),
+        password: password.into(),
         access_token: v["access_token"].as_str().unwrap_or_default().into(),
         csrf_token: v["csrf_token"].as_str().unwrap_or_default().into(),
     }

@@ -16,6 +16,8 @@
 
 #[cfg(feature = "accounts")]
 pub mod accounts;
+#[cfg(any(feature = "dynamodb", feature = "secrets"))]
+mod aws;
 pub mod budget;
 pub mod clock;
 pub mod config;

@@ -3,14 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::environment::{
-    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
-};
-use aws_config::meta::region::ProvideRegion;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::BehaviorVersion;
-use aws_sdk_secretsmanager::config::retry::RetryConfig;
-use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use super::{SecretError, SecretSource, Stage};
@@ -21,20 +15,13 @@ use super::{SecretError, SecretSource, Stage};
 /// `AWS_ENDPOINT_URL_SECRETS_MANAGER` (else `AWS_ENDPOINT_URL`) points it at a local server in
 /// development ([`crate::config::Config::from_env`] refuses both elsewhere).
 pub async fn client(timeout: Duration) -> Client {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let mut config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(EnvironmentVariableRegionProvider::new().region().await)
-        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeout / 2)
-                .operation_attempt_timeout(timeout / 2)
-                .operation_timeout(timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(2));
-    if let Some(url) = var("AWS_ENDPOINT_URL_SECRETS_MANAGER").or_else(|| var("AWS_ENDPOINT_URL")) {
+        .region(crate::aws::region().await)
+        .credentials_provider(crate::aws::credentials())
+        .timeout_config(crate::aws::timeouts(timeout))
+        .retry_config(crate::aws::retries());
+    if let Some(url) = crate::aws::endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER") {
         config = config.endpoint_url(url);
     }
     Client::from_conf(config.build())

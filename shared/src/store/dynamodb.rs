@@ -10,14 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::environment::{
-    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
-};
-use aws_config::meta::region::ProvideRegion;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::BehaviorVersion;
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -45,20 +39,13 @@ const BLOCKED: &str = "blocked_until";
 /// same variables, and they add profile files, IMDS, STS and SSO code to every binary (0.8 MB
 /// here; see BENCHMARKS.md).
 pub async fn client(timeout: Duration) -> Client {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let mut config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(EnvironmentVariableRegionProvider::new().region().await)
-        .credentials_provider(EnvironmentVariableCredentialsProvider::new())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(timeout / 2)
-                .operation_attempt_timeout(timeout / 2)
-                .operation_timeout(timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(2));
-    if let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL")) {
+        .region(crate::aws::region().await)
+        .credentials_provider(crate::aws::credentials())
+        .timeout_config(crate::aws::timeouts(timeout))
+        .retry_config(crate::aws::retries());
+    if let Some(url) = crate::aws::endpoint("AWS_ENDPOINT_URL_DYNAMODB") {
         config = config.endpoint_url(url);
     }
     Client::from_conf(config.build())
