@@ -378,7 +378,7 @@ async fn given_undeliverable_looking_addresses_when_registering_then_422_on_emai
     for good in [
         format!("someone+{tag}@example.com"),
         format!("{tag}@mail.eu.example.org"),
-        format!("{tag}@xn--bcher-kva.example"),
+        format!("{tag}@xn--bcher-kva.example.com"),
     ] {
         assert_eq!(
             invoke("register", &register(&good)).await.status,

@@ -342,8 +342,10 @@ impl Config {
         let d = Defaults::for_environment(environment);
         if environment.is_deployed() {
             for var in LOCAL_OVERRIDES {
-                if get(var).is_some() {
-                    return Err(local_override(var, environment));
+                for name in [var.to_string(), var.to_ascii_lowercase()] {
+                    if get(&name).is_some() {
+                        return Err(local_override(&name, environment));
+                    }
                 }
             }
         }
@@ -459,9 +461,10 @@ impl Config {
     }
 }
 
-/// Variables that point a client at a local service instead of the real one; refused outside
-/// development, so a deployed function's keys and data never go anywhere else.
-pub const LOCAL_OVERRIDES: [&str; 7] = [
+/// Variables that point a client at a local service, a proxy or another trust store instead
+/// of the real service; refused outside development, so a deployed function's keys and data
+/// never go anywhere else. Proxy variables are checked in either case.
+pub const LOCAL_OVERRIDES: [&str; 13] = [
     "STRIPE_API_BASE",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
@@ -469,13 +472,19 @@ pub const LOCAL_OVERRIDES: [&str; 7] = [
     "AWS_ENDPOINT_URL_SESV2",
     "AWS_ENDPOINT_URL_SES",
     "AWS_ENDPOINT_URL_STS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "SSLKEYLOGFILE",
 ];
 
 fn local_override(var: &str, environment: Environment) -> ConfigError {
     ConfigError::Forbidden {
         var: var.into(),
         environment,
-        hint: "local endpoint overrides are for development only".into(),
+        hint: "local endpoints, proxies and other trust stores are for development only".into(),
     }
 }
 
@@ -490,7 +499,9 @@ pub fn check_overrides<'a>(
         return Ok(());
     }
     for (name, value) in vars {
-        let overrides = name.starts_with("AWS_ENDPOINT_URL") || LOCAL_OVERRIDES.contains(&name);
+        let upper = name.to_ascii_uppercase();
+        let overrides =
+            upper.starts_with("AWS_ENDPOINT_URL") || LOCAL_OVERRIDES.contains(&upper.as_str());
         if overrides && !value.trim().is_empty() {
             return Err(local_override(name, environment));
         }
@@ -608,6 +619,12 @@ impl Need {
     /// version still verifies what the last key signed.
     pub fn rotates(self) -> bool {
         matches!(self, Self::JwtKey | Self::CsrfKey)
+    }
+
+    /// Whether the value is a comma-separated list of secrets, each checked on its own (Stripe's
+    /// webhook signing secrets while one is rolled).
+    pub fn is_list(self) -> bool {
+        matches!(self, Self::StripeWebhookSecret)
     }
 
     /// Whether a function that declares the secret refuses to start without it in `env`.

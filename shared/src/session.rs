@@ -285,13 +285,16 @@ impl Sessions {
             .map_err(|_| ApiError::Unauthorized("invalid token"))?;
         let c = data.claims;
         let now = i.clock.now_s();
-        if c.exp + LEEWAY_SECS <= now {
+        if c.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(ApiError::Unauthorized("expired token"));
         }
-        if c.nbf > now + LEEWAY_SECS || c.sub.is_empty() || c.jti.is_empty() {
+        if c.nbf > now.saturating_add(LEEWAY_SECS) || c.sub.is_empty() || c.jti.is_empty() {
             return Err(ApiError::Unauthorized("token not valid yet"));
         }
-        if c.iat > now + LEEWAY_SECS || c.iat > c.exp || c.exp - c.iat > i.jwt_ttl.as_secs() {
+        if c.iat > now.saturating_add(LEEWAY_SECS)
+            || c.iat > c.exp
+            || c.exp - c.iat > i.jwt_ttl.as_secs()
+        {
             return Err(ApiError::Unauthorized("token lifetime outside the policy"));
         }
         Ok(c)
@@ -364,6 +367,13 @@ impl Sessions {
         ) else {
             return Err(bad);
         };
+        // Only the canonical decimal the server wrote: no sign, no leading zeros.
+        if expires.is_empty()
+            || !expires.bytes().all(|b| b.is_ascii_digit())
+            || (expires.len() > 1 && expires.starts_with('0'))
+        {
+            return Err(bad);
+        }
         let expires: u64 = expires
             .parse()
             .map_err(|_| ApiError::Forbidden(ForbiddenKind::CsrfToken))?;
@@ -590,6 +600,16 @@ mod tests {
         forged.push(if t.ends_with('A') { 'B' } else { 'A' });
         assert!(s.verify_csrf(&forged, &alice).is_err());
         assert!(s.verify_csrf("v2.99999999999.x.y", &alice).is_err());
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        for doctored in [format!("+{}", parts[1]), format!("0{}", parts[1])] {
+            let expiry = std::mem::replace(&mut parts[1], doctored);
+            assert!(
+                s.verify_csrf(&parts.join("."), &alice).is_err(),
+                "{}",
+                parts[1]
+            );
+            parts[1] = expiry;
+        }
         clock.advance_ms(3600 * 1000);
         assert!(s.verify_csrf(&t, &alice).is_err(), "expired");
     }
@@ -672,6 +692,15 @@ mod tests {
         )
         .expect("encode");
         assert!(s.verify_access_token(&crit).is_err(), "a crit header");
+        let huge = with(&|c| {
+            c.iat = u64::MAX - 10;
+            c.nbf = u64::MAX - 10;
+            c.exp = u64::MAX;
+        });
+        assert!(
+            s.verify_access_token(&huge).is_err(),
+            "no overflow at u64::MAX"
+        );
     }
 
     #[test]

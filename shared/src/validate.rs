@@ -258,6 +258,9 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
 /// Longest path segment a problem body repeats.
 const MAX_SEGMENT_CHARS: usize = 40;
 
+/// Longest path a problem body repeats; a longer one (many short client keys) is `*`.
+const MAX_PATH_CHARS: usize = 120;
+
 /// `path` as a problem body may show it: each dot-separated segment that looks like a schema
 /// field (a letter or `_`, then up to 39 letters, digits, `_` or `-`, with `[n]` indexes) is
 /// kept, and any other segment, which can only be a client's own key, becomes `*`. A request's
@@ -266,7 +269,8 @@ pub fn safe_path(path: &str) -> String {
     if path == "." {
         return path.into();
     }
-    path.split('.')
+    let safe = path
+        .split('.')
         .map(|segment| {
             let name = segment.split('[').next().unwrap_or_default();
             let indexes = &segment[name.len()..];
@@ -291,7 +295,11 @@ pub fn safe_path(path: &str) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(".")
+        .join(".");
+    if safe.chars().count() > MAX_PATH_CHARS {
+        return "*".into();
+    }
+    safe
 }
 
 fn sanitize_expected(e: &str) -> String {
@@ -573,6 +581,12 @@ mod tests {
         assert_eq!(safe_path("a[]"), "*");
         assert_eq!(safe_path("1abc"), "*");
         assert_eq!(safe_path("."), ".");
+        let dotted = vec!["call_support_at_evil"; 40].join(".");
+        assert_eq!(
+            safe_path(&dotted),
+            "*",
+            "many short segments are not a schema path"
+        );
     }
 
     #[test]

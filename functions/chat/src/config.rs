@@ -15,6 +15,7 @@
 //! | `AI_ENABLED` | `true` | `false` stops every AI call at once (503) |
 //! | `AI_DAILY_TOKENS_PER_ACCOUNT` | `100000` | tokens one account may use per UTC day |
 //! | `AI_DAILY_TOKENS_SERVICE` | `5000000` | tokens the whole service may use per UTC day |
+//! | `AI_DAILY_TOKENS_PER_NETWORK` | `300000` | tokens the accounts behind one IPv4 address or IPv6 /64 may use per UTC day |
 
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub(crate) struct AiConfig {
     /// `AI_DAILY_TOKENS_SERVICE`: tokens the whole service may use per UTC day (default
     /// 5,000,000).
     pub(crate) daily_tokens_service: u64,
+    /// `AI_DAILY_TOKENS_PER_NETWORK`: tokens all accounts behind one client network (an IPv4
+    /// address, an IPv6 /64) may use per UTC day (default 300,000).
+    pub(crate) daily_tokens_per_network: u64,
     /// `AI_CONNECT_TIMEOUT_MS`: time allowed to connect to the provider. Default 2000; at most
     /// `AI_TIMEOUT_MS`.
     pub(crate) connect_timeout: Duration,
@@ -149,7 +153,11 @@ impl AiConfig {
         };
         let daily_tokens_per_account: u64 = number(&get, "AI_DAILY_TOKENS_PER_ACCOUNT", 100_000)?;
         let daily_tokens_service: u64 = number(&get, "AI_DAILY_TOKENS_SERVICE", 5_000_000)?;
-        if daily_tokens_per_account == 0 || daily_tokens_service == 0 {
+        let daily_tokens_per_network: u64 = number(&get, "AI_DAILY_TOKENS_PER_NETWORK", 300_000)?;
+        if daily_tokens_per_account == 0
+            || daily_tokens_service == 0
+            || daily_tokens_per_network == 0
+        {
             return Err(invalid(
                 "AI_DAILY_TOKENS_PER_ACCOUNT",
                 "daily budgets must be greater than zero (use AI_ENABLED=false to stop chat)",
@@ -160,6 +168,7 @@ impl AiConfig {
             enabled,
             daily_tokens_per_account,
             daily_tokens_service,
+            daily_tokens_per_network,
             api_base,
             model,
             models,
@@ -218,8 +227,12 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert!(c.enabled);
         assert_eq!(
-            (c.daily_tokens_per_account, c.daily_tokens_service),
-            (100_000, 5_000_000)
+            (
+                c.daily_tokens_per_account,
+                c.daily_tokens_service,
+                c.daily_tokens_per_network
+            ),
+            (100_000, 5_000_000, 300_000)
         );
         let off = cfg(Environment::Development, &[("AI_ENABLED", "FALSE")]).expect("config");
         assert!(!off.enabled);

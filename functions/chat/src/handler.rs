@@ -104,6 +104,13 @@ pub(crate) fn estimate_tokens(texts: &[&str]) -> u64 {
         .sum()
 }
 
+/// The most tokens a prompt can be: a byte-level BPE tokenizer never makes more tokens than
+/// UTF-8 bytes, plus each message's framing. Reserved before the call, so admission never
+/// rests on an estimate that rare scripts or emoji can exceed several times over.
+pub(crate) fn prompt_upper_bound(texts: &[&str]) -> u64 {
+    texts.iter().map(|t| t.len() as u64 + 8).sum()
+}
+
 pub(crate) struct Chat {
     provider: Arc<dyn ChatProvider>,
     rules: Rules,
@@ -205,8 +212,8 @@ impl Handler for Chat {
             .map(|m| m.content.as_str())
             .collect();
         let prompt_estimate = estimate_tokens(&prompt);
-        let worst_case = prompt_estimate + u64::from(request.max_tokens);
-        let reservation = match self.budget.reserve(&user, worst_case).await {
+        let worst_case = prompt_upper_bound(&prompt) + u64::from(request.max_tokens);
+        let reservation = match self.budget.reserve(&user, &ctx.client_ip, worst_case).await {
             Ok(r) => r,
             Err(BudgetError::Exhausted { scope, retry_after }) => {
                 tracing::warn!(
@@ -234,8 +241,9 @@ impl Handler for Chat {
                 || prompt_estimate + estimate_tokens(&[c.content.as_str()]),
                 |u| u.prompt_tokens.saturating_add(u.completion_tokens),
             ),
-            // A call that timed out may still have been billed: keep the worst case.
-            Err(ProviderError::Timeout) => worst_case,
+            // A call that timed out, or answered something unusable, may still have been
+            // billed: keep the worst case. Refused and unreachable calls cost nothing.
+            Err(ProviderError::Timeout | ProviderError::Malformed { .. }) => worst_case,
             Err(_) => 0,
         };
         let charged = used;

@@ -33,6 +33,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         BudgetPolicy {
             per_account: ai.daily_tokens_per_account,
             service: ai.daily_tokens_service,
+            per_network: ai.daily_tokens_per_network,
         },
     );
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())

@@ -189,34 +189,44 @@ mod tests {
                 "valid email",
             ),
             (
-                json!({"email": "a@b.example", "password": "password1234"}),
+                json!({"email": "a@b.example.com", "password": "password1234"}),
                 "password",
                 "commonly used",
             ),
             (
-                json!({"email": "bob.smith@b.example", "password": "bob.smith-likes-cheese-42"}),
+                json!({"email": "bob.smith@b.example.com", "password": "bob.smith-likes-cheese-42"}),
                 "password",
                 "local part",
             ),
             (
-                json!({"email": "a@b.example", "password": "aaaaaaaaaaaaaaa"}),
+                json!({"email": "a@b.example.com", "password": "aaaaaaaaaaaaaaa"}),
                 "password",
                 "too easy",
             ),
             (
-                json!({"email": "a@b.example", "password": "short"}),
+                json!({"email": "a@b.example.com", "password": "short"}),
                 "password",
                 "at least 12",
             ),
             (
-                json!({"email": "a@b.example", "password": "correct horse battery staple vortex", "name": "a\u{0007}b"}),
+                json!({"email": "a@b.example.com", "password": "correct horse battery staple vortex", "name": "a\u{0007}b"}),
                 "name",
                 "control",
             ),
             (
-                json!({"email": "\u{0430}lice@b.example", "password": "correct horse battery staple vortex"}),
+                json!({"email": "\u{0430}lice@b.example.com", "password": "correct horse battery staple vortex"}),
                 "email",
                 "ASCII",
+            ),
+            (
+                json!({"email": "a@b", "password": "correct horse battery staple vortex"}),
+                "email",
+                "deliverable domain",
+            ),
+            (
+                json!({"email": "a@mail.test", "password": "correct horse battery staple vortex"}),
+                "email",
+                "deliverable domain",
             ),
         ] {
             let resp = p

@@ -19,9 +19,21 @@ pub fn normalize_email(email: &str) -> String {
 /// Whether `email`'s domain looks deliverable, as a sign-up form should require: ASCII (an
 /// internationalised domain in its `xn--` form), at least two dot-separated labels of 1 to 63
 /// letters, digits or inner hyphens, at most 253 characters, and a top-level label of two or
-/// more letters (internationalised labels below it in their `xn--` form). Refuses `a@b`, `a@localhost`, `a@b.c0m` and `a@1.2.3.4`;
+/// more letters that is not reserved (`example`, `invalid`, `localhost`, `test`, `local`,
+/// `internal`, `onion`); internationalised labels below it in their `xn--` form. Refuses `a@b`, `a@localhost`, `a@b.c0m` and `a@1.2.3.4`;
 /// accepts plus-addressing and subdomains, which are the local part's and the labels' business.
 pub fn deliverable_domain(email: &str) -> bool {
+    /// Top-level names no mailbox is reached under (RFC 2606, 6761, 6762, 7686, and ICANN's
+    /// private-use `internal`).
+    const RESERVED_TLDS: [&str; 7] = [
+        "example",
+        "invalid",
+        "localhost",
+        "test",
+        "local",
+        "internal",
+        "onion",
+    ];
     let Some((_, domain)) = email.rsplit_once('@') else {
         return false;
     };
@@ -39,7 +51,9 @@ pub fn deliverable_domain(email: &str) -> bool {
     let Some(tld) = labels.last() else {
         return false;
     };
-    let tld_ok = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
+    let tld_ok = tld.len() >= 2
+        && tld.bytes().all(|b| b.is_ascii_alphabetic())
+        && !RESERVED_TLDS.contains(tld);
     labels.len() >= 2 && labels.iter().all(label_ok) && tld_ok
 }
 
@@ -144,7 +158,7 @@ mod tests {
             "alice@example.com",
             "alice+news@example.com",
             "a.b@mail.eu.example.org",
-            "x@xn--bcher-kva.example",
+            "x@xn--bcher-kva.example.com",
             "x@sub-domain.example.io",
             "X@EXAMPLE.COM",
         ] {
@@ -165,6 +179,12 @@ mod tests {
             "a@bücher.example",
             "no-at-sign",
             "a@example.xn--p1ai",
+            "a@x.localhost",
+            "a@b.invalid",
+            "a@b.test",
+            "a@c.local",
+            "a@mail.internal",
+            "a@b.example",
         ] {
             assert!(!deliverable_domain(bad), "{bad}");
         }

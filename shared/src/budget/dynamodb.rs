@@ -17,6 +17,17 @@ use crate::store::dynamodb::{PK, TTL_ATTRIBUTE, unavailable};
 
 const USED: &str = "tokens_used";
 
+/// Tries of a transaction cancelled by a conflicting one.
+const CONFLICT_TRIES: u32 = 4;
+
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        10 * (1 << attempt) + jitter,
+    ))
+    .await;
+}
+
 /// Budget counters on a DynamoDB table.
 #[derive(Debug)]
 pub struct DynamoBudgetStore {
@@ -90,38 +101,40 @@ impl BudgetStore for DynamoBudgetStore {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(ReserveOutcome::Reserved),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    TransactWriteItemsError::TransactionCanceledException(_)
-                ) =>
-            {
-                let TransactWriteItemsError::TransactionCanceledException(c) = e.err() else {
-                    return Err(StoreError::Unavailable("transaction cancelled".into()));
-                };
-                let refused = c
-                    .cancellation_reasons()
-                    .iter()
-                    .position(|r| r.code() == Some("ConditionalCheckFailed"));
-                match refused {
-                    Some(i) => Ok(ReserveOutcome::Refused(i)),
-                    // Cancelled for another reason (a conflicting transaction): not a verdict.
-                    None => Err(StoreError::Unavailable(
-                        "budget transaction cancelled without a failed condition".into(),
-                    )),
-                }
+        // The service counter is one hot item: a transaction overlapping another on it is
+        // cancelled with TransactionConflict, which is retried (with jitter), not a verdict.
+        for attempt in 0..CONFLICT_TRIES {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let reasons = match result {
+                Ok(_) => return Ok(ReserveOutcome::Reserved),
+                Err(SdkError::ServiceError(e)) => match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect::<Vec<_>>(),
+                    _ => return Err(unavailable(SdkError::ServiceError(e))),
+                },
+                Err(err) => return Err(unavailable(err)),
+            };
+            if let Some(i) = reasons.iter().position(|c| c == "ConditionalCheckFailed") {
+                return Ok(ReserveOutcome::Refused(i));
             }
-            Err(err) => Err(unavailable(err)),
+            if !reasons.iter().any(|c| c == "TransactionConflict") || attempt + 1 == CONFLICT_TRIES
+            {
+                break;
+            }
+            backoff(attempt).await;
         }
+        Err(StoreError::Unavailable(
+            "budget transaction cancelled without a verdict".into(),
+        ))
     }
 
     async fn adjust(
@@ -141,14 +154,29 @@ impl BudgetStore for DynamoBudgetStore {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        for attempt in 0..CONFLICT_TRIES {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(SdkError::ServiceError(e))
+                    if attempt + 1 < CONFLICT_TRIES
+                        && matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
+                            if c.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))) =>
+                {
+                    backoff(attempt).await;
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "budget settlement conflicted".into(),
+        ))
     }
 
     fn requests(&self) -> u64 {

@@ -29,6 +29,9 @@ pub struct BudgetPolicy {
     pub per_account: u64,
     /// Tokens the whole service may use per UTC day.
     pub service: u64,
+    /// Tokens all accounts behind one client network (an IPv4 address, an IPv6 /64) may use per
+    /// UTC day, so accounts registered in bulk from one place share one budget.
+    pub per_network: u64,
 }
 
 /// Which budget refused.
@@ -38,6 +41,8 @@ pub enum Scope {
     Account,
     /// The whole service's daily budget.
     Service,
+    /// The daily budget of the caller's network.
+    Network,
 }
 
 impl Scope {
@@ -46,6 +51,7 @@ impl Scope {
         match self {
             Self::Account => "account",
             Self::Service => "service",
+            Self::Network => "network",
         }
     }
 }
@@ -116,6 +122,19 @@ impl Reservation {
     }
 }
 
+/// The network a client address belongs to for budgets: the address itself for IPv4, its /64
+/// for IPv6 (one subscriber's allocation), and `unknown` for anything else.
+pub fn network_of(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// Daily token budgets on a store.
 #[derive(Debug, Clone)]
 pub struct Budget {
@@ -144,8 +163,14 @@ impl Budget {
         DAY_SECS - self.clock.now_s() % DAY_SECS
     }
 
-    /// Charges `tokens` to `account` and to the service for today, or refuses.
-    pub async fn reserve(&self, account: &str, tokens: u64) -> Result<Reservation, BudgetError> {
+    /// Charges `tokens` to `account`, to the network of `client_ip` and to the service for
+    /// today, or refuses.
+    pub async fn reserve(
+        &self,
+        account: &str,
+        client_ip: &str,
+        tokens: u64,
+    ) -> Result<Reservation, BudgetError> {
         let now = self.clock.now_s();
         let day = now / DAY_SECS;
         let expires_at_s = (day + 3) * DAY_SECS;
@@ -155,6 +180,10 @@ impl Budget {
                 format!("budget#account#{day}#{account}"),
                 self.policy.per_account,
             ),
+            (
+                format!("budget#net#{day}#{}", network_of(client_ip)),
+                self.policy.per_network,
+            ),
         ];
         match self.store.reserve(&counters, tokens, expires_at_s).await? {
             ReserveOutcome::Reserved => Ok(Reservation {
@@ -163,10 +192,10 @@ impl Budget {
                 expires_at_s,
             }),
             ReserveOutcome::Refused(i) => Err(BudgetError::Exhausted {
-                scope: if i == 0 {
-                    Scope::Service
-                } else {
-                    Scope::Account
+                scope: match i {
+                    0 => Scope::Service,
+                    1 => Scope::Account,
+                    _ => Scope::Network,
                 },
                 retry_after: DAY_SECS - now % DAY_SECS,
             }),

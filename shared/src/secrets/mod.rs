@@ -366,10 +366,19 @@ impl Secrets {
                 .ok_or_else(|| unreadable("the secret has no current value".into()))?;
             let previous = values.next().flatten();
             let check = |value: String| {
-                check_secret(need.id_var(), value, i.environment).map_err(|e| match e {
-                    ConfigError::Invalid { reason, .. } => unreadable(reason),
-                    other => other,
-                })
+                let strength = |v: &str| {
+                    check_secret(need.id_var(), v.to_string(), i.environment).map_err(|e| match e {
+                        ConfigError::Invalid { reason, .. } => unreadable(reason),
+                        other => other,
+                    })
+                };
+                if need.is_list() {
+                    // Each signing secret of a list must be strong on its own.
+                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        strength(part)?;
+                    }
+                }
+                strength(&value)
             };
             out.push((
                 need,

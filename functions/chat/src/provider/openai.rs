@@ -44,6 +44,8 @@ impl OpenAiProvider {
             .connect_timeout(ai.connect_timeout)
             .timeout(ai.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // The key goes to AI_API_BASE and nowhere else, whatever proxy variables say.
+            .no_proxy()
             .user_agent(concat!("flowbotz-chat/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| ConfigError::Invalid {

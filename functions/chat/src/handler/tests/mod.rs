@@ -97,6 +97,7 @@ pub(super) fn setup_with(provider: Arc<dyn ChatProvider>, rules: Rules) -> Setup
         BudgetPolicy {
             per_account: 100_000,
             service: 5_000_000,
+            per_network: 300_000,
         },
     );
     Setup {
@@ -626,4 +627,56 @@ async fn given_ai_switched_off_when_chatting_then_503_and_no_provider_call() {
 #[test]
 fn given_chat_when_its_rate_limit_store_fails_then_it_fails_closed() {
     assert_eq!(ENDPOINT.store_failure, StoreFailure::Closed);
+}
+
+/// A provider whose 200 answer could not be used.
+struct Unusable;
+
+#[async_trait]
+impl ChatProvider for Unusable {
+    async fn complete(&self, _req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        Err(ProviderError::Malformed {
+            status: 200,
+            reason: "no assistant message",
+        })
+    }
+}
+
+#[tokio::test]
+async fn given_an_unusable_provider_answer_when_chatting_then_the_reserved_worst_case_stays_charged()
+ {
+    let s = setup(Arc::new(Unusable));
+    let resp = s.chat(Shape::HttpV2, &hello()).await;
+    assert_eq!(resp.status(), 502, "{}", text(&resp));
+    let worst = i128::from(prompt_upper_bound(&[
+        SYSTEM_PROMPT,
+        "Suggest three names for a workflow bot.",
+    ])) + 512;
+    assert_eq!(s.budget_store.used(&budget_key("account")), worst);
+}
+
+#[tokio::test]
+async fn given_a_spent_network_budget_when_another_account_there_chats_then_429() {
+    let provider = Arc::new(Recording::default());
+    let s = setup(provider.clone());
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        / 86_400;
+    // The fixtures' client address.
+    let event = s.event(Shape::HttpV2, &hello());
+    let ip = flowbotz_security::pipeline::client_ip(&event.request());
+    let key = format!(
+        "budget#net#{day}#{}",
+        flowbotz_security::budget::network_of(&ip)
+    );
+    s.budget_store
+        .adjust(&[key], 300_000, 0)
+        .await
+        .expect("fill");
+    let resp = s.send(&event).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(body(&resp)["type"], "/problems/quota-exceeded");
+    assert!(provider.seen().is_empty());
 }
