@@ -307,6 +307,12 @@ impl Pipeline {
         )?;
         if let Some(secrets) = &self.secrets {
             secrets.refresh_if_due().await;
+            if secrets.expired() {
+                return Err(ApiError::ServiceUnavailable {
+                    reason: "secrets could not be refreshed for too long".into(),
+                    retry_after: 30,
+                });
+            }
         }
         if self.endpoint.auth || self.endpoint.csrf {
             let sessions = self.sessions.as_ref().ok_or_else(|| {

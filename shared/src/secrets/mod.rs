@@ -145,6 +145,7 @@ struct Inner {
     refreshing: tokio::sync::Mutex<()>,
     due_ms: AtomicU64,
     last_forced_ms: AtomicU64,
+    stale_since_ms: AtomicU64,
     fetches: AtomicU64,
 }
 
@@ -228,7 +229,10 @@ impl Secrets {
             clock,
             values,
         );
-        let fetched = secrets.fetch_all().await?;
+        let mut fetched = Vec::new();
+        for (need, result) in secrets.fetch_each().await {
+            fetched.push((need, result?));
+        }
         secrets.install(fetched, false);
         Ok(secrets)
     }
@@ -256,6 +260,7 @@ impl Secrets {
                 refreshing: tokio::sync::Mutex::new(()),
                 due_ms: AtomicU64::new(due),
                 last_forced_ms: AtomicU64::new(0),
+                stale_since_ms: AtomicU64::new(0),
                 fetches: AtomicU64::new(0),
             }),
         }
@@ -314,31 +319,61 @@ impl Secrets {
 
     async fn refresh(&self) -> bool {
         let i = &self.inner;
-        match self.fetch_all().await {
-            Ok(fetched) => {
-                i.due_ms.store(
-                    i.clock.now_ms().saturating_add(i.ttl.as_millis() as u64),
-                    Ordering::Release,
-                );
-                self.install(fetched, true)
-            }
-            Err(err) => {
-                tracing::error!(event = "secrets.refresh_failed", error = %err, "refreshing secrets failed; the values in use are kept");
-                i.due_ms.store(
-                    i.clock
-                        .now_ms()
-                        .saturating_add(RETRY_AFTER_FAILURE.as_millis() as u64),
-                    Ordering::Release,
-                );
-                false
+        let now = i.clock.now_ms();
+        let mut fetched = Vec::new();
+        let mut failed = false;
+        for (need, result) in self.fetch_each().await {
+            match result {
+                Ok(v) => fetched.push((need, v)),
+                Err(err) => {
+                    failed = true;
+                    tracing::error!(event = "secrets.refresh_failed", secret = need.id_var(), error = %err, "refreshing a secret failed; its value in use is kept");
+                }
             }
         }
+        let next = if failed {
+            let _ = i.stale_since_ms.compare_exchange(
+                0,
+                now.max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            RETRY_AFTER_FAILURE
+        } else {
+            i.stale_since_ms.store(0, Ordering::Release);
+            i.ttl
+        };
+        i.due_ms.store(
+            now.saturating_add(next.as_millis() as u64),
+            Ordering::Release,
+        );
+        self.install(fetched, true)
     }
 
-    async fn fetch_all(&self) -> Result<Vec<(Need, Versions)>, ConfigError> {
+    /// Whether refreshes have failed for longer than [`Secrets::max_staleness`]: the values in
+    /// use may then be keys already rotated away to revoke them, and the pipeline refuses
+    /// authenticated requests (503) until a refresh succeeds.
+    pub fn expired(&self) -> bool {
+        let i = &self.inner;
+        let since = i.stale_since_ms.load(Ordering::Acquire);
+        since != 0
+            && i.clock.now_ms().saturating_sub(since) > self.max_staleness().as_millis() as u64
+    }
+
+    /// How long values may be used while every refresh fails: four TTLs, and at least a minute.
+    pub fn max_staleness(&self) -> Duration {
+        self.inner
+            .ttl
+            .saturating_mul(4)
+            .max(Duration::from_secs(60))
+    }
+
+    /// Every secret read on its own, so one unreadable secret never holds back another's new
+    /// value.
+    async fn fetch_each(&self) -> Vec<(Need, Result<Versions, ConfigError>)> {
         let i = &self.inner;
         let Some(source) = &i.source else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let reads = i.ids.iter().map(|(need, id)| async move {
             let stages: &[Stage] = if need.rotates() {
@@ -355,42 +390,48 @@ impl Secrets {
         });
         let mut out = Vec::with_capacity(i.ids.len());
         for (need, fetched) in futures_util::future::join_all(reads).await {
-            let unreadable = |reason: String| ConfigError::Invalid {
-                var: need.id_var().into(),
-                reason,
-            };
-            let mut values = fetched.map_err(|e| unreadable(e.to_string()))?.into_iter();
-            let current = values
-                .next()
-                .flatten()
-                .ok_or_else(|| unreadable("the secret has no current value".into()))?;
-            let previous = values.next().flatten();
-            let check = |value: String| {
-                let strength = |v: &str| {
-                    check_secret(need.id_var(), v.to_string(), i.environment).map_err(|e| match e {
-                        ConfigError::Invalid { reason, .. } => unreadable(reason),
-                        other => other,
-                    })
-                };
-                if need.is_list() {
-                    // Each signing secret of a list must be strong on its own.
-                    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                        strength(part)?;
-                    }
-                }
-                strength(&value)
-            };
-            out.push((
-                need,
-                Versions {
-                    current: check(current)?,
-                    // A weak previous value (the one a stack was created with, say) verifies
-                    // nothing rather than stopping the function.
-                    previous: previous.and_then(|p| check(p).ok()),
-                },
-            ));
+            out.push((need, self.checked(need, fetched)));
         }
-        Ok(out)
+        out
+    }
+
+    fn checked(
+        &self,
+        need: Need,
+        fetched: Result<Vec<Option<String>>, SecretError>,
+    ) -> Result<Versions, ConfigError> {
+        let i = &self.inner;
+        let unreadable = |reason: String| ConfigError::Invalid {
+            var: need.id_var().into(),
+            reason,
+        };
+        let mut values = fetched.map_err(|e| unreadable(e.to_string()))?.into_iter();
+        let current = values
+            .next()
+            .flatten()
+            .ok_or_else(|| unreadable("the secret has no current value".into()))?;
+        let previous = values.next().flatten();
+        let check = |value: String| {
+            let strength = |v: &str| {
+                check_secret(need.id_var(), v.to_string(), i.environment).map_err(|e| match e {
+                    ConfigError::Invalid { reason, .. } => unreadable(reason),
+                    other => other,
+                })
+            };
+            if need.is_list() {
+                // Each signing secret of a list must be strong on its own.
+                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    strength(part)?;
+                }
+            }
+            strength(&value)
+        };
+        Ok(Versions {
+            current: check(current)?,
+            // A weak previous value (the one a stack was created with, say) verifies
+            // nothing rather than stopping the function.
+            previous: previous.and_then(|p| check(p).ok()),
+        })
     }
 
     fn install(&self, fetched: Vec<(Need, Versions)>, announce: bool) -> bool {

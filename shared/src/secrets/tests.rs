@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
@@ -352,5 +353,78 @@ fn given_log_levels_when_deployed_then_dependencies_never_go_below_info() {
             ("LOG_LEVEL", "lambda_runtime=trace")
         ])
         .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn given_one_unreadable_secret_when_refreshing_then_the_others_still_rotate() {
+    let src = source();
+    let clock = ManualClock::at_ms(T0);
+    let secrets = load(&src, &clock).await;
+    src.rotate(JWT_ID, &key(2));
+    src.rotate(WEBHOOK_ID, "dev-only-weak");
+    clock.advance_ms(300_000);
+    secrets.refresh_if_due().await;
+    let snap = secrets.snapshot();
+    assert_eq!(
+        snap.get(Need::JwtKey).expect("jwt").current.expose(),
+        key(2)
+    );
+    assert_eq!(
+        snap.get(Need::StripeWebhookSecret)
+            .expect("kept")
+            .current
+            .expose(),
+        "whsec_0123456789abcdef0123456789abcdef",
+        "the refused value is not installed"
+    );
+}
+
+#[tokio::test]
+async fn given_refreshes_failing_longer_than_four_ttls_when_checked_then_the_secrets_are_expired_until_one_succeeds()
+ {
+    let src = source();
+    let clock = ManualClock::at_ms(T0);
+    let secrets = load(&src, &clock).await;
+    assert_eq!(secrets.max_staleness(), Duration::from_secs(1200));
+    src.set_failing(true);
+    clock.advance_ms(300_000);
+    secrets.refresh_if_due().await;
+    assert!(!secrets.expired(), "a failure starts the clock");
+    for _ in 0..40 {
+        clock.advance_ms(RETRY_AFTER_FAILURE.as_millis() as u64);
+        secrets.refresh_if_due().await;
+    }
+    assert!(!secrets.expired(), "exactly 20 minutes of failures");
+    clock.advance_ms(RETRY_AFTER_FAILURE.as_millis() as u64);
+    secrets.refresh_if_due().await;
+    assert!(secrets.expired(), "over 20 minutes of failures");
+    src.set_failing(false);
+    clock.advance_ms(RETRY_AFTER_FAILURE.as_millis() as u64);
+    secrets.refresh_if_due().await;
+    assert!(!secrets.expired());
+}
+
+#[test]
+fn given_a_webhook_secret_list_with_one_weak_part_when_loading_then_refused() {
+    let src = source();
+    src.rotate(
+        WEBHOOK_ID,
+        "whsec_0123456789abcdef0123456789abcdef,whsec_short",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let err = rt
+        .block_on(Secrets::load(
+            &production(),
+            &[Need::StripeWebhookSecret],
+            src,
+            Arc::new(ManualClock::at_ms(T0)),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("STRIPE_WEBHOOK_SECRET_ID"),
+        "{err}"
     );
 }
