@@ -428,3 +428,53 @@ fn given_a_webhook_secret_list_with_one_weak_part_when_loading_then_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn given_expired_secrets_when_a_request_arrives_then_the_pipeline_answers_503() {
+    use crate::guard::BodyKind;
+    use crate::pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure, json};
+    use http::Method;
+    use lambda_http::{Body, Request};
+
+    struct Ok200;
+    impl Handler for Ok200 {
+        async fn handle(&self, _req: Request, _ctx: &mut Ctx) -> HandlerResult {
+            Ok(json(http::StatusCode::OK, &serde_json::json!({})))
+        }
+    }
+    const HOOK: Endpoint = Endpoint {
+        name: "webhook",
+        route: "/api/payments/webhook",
+        methods: &[Method::POST],
+        body: BodyKind::None,
+        auth: false,
+        csrf: false,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+    };
+    let src = source();
+    let clock = ManualClock::at_ms(T0);
+    let secrets = load(&src, &clock).await;
+    let pipeline = Pipeline::new(HOOK, Arc::new(production())).with_secrets(secrets.clone());
+    let post = || {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/api/payments/webhook")
+            .body(Body::Empty)
+            .expect("request")
+    };
+    assert_eq!(pipeline.serve(post(), &Ok200).await.status(), 200);
+    src.set_failing(true);
+    clock.advance_ms(300_000);
+    secrets.refresh_if_due().await;
+    clock.advance_ms(secrets.max_staleness().as_millis() as u64 + 1);
+    assert_eq!(pipeline.serve(post(), &Ok200).await.status(), 503);
+    src.set_failing(false);
+    clock.advance_ms(RETRY_AFTER_FAILURE.as_millis() as u64);
+    assert_eq!(
+        pipeline.serve(post(), &Ok200).await.status(),
+        200,
+        "recovers"
+    );
+}
