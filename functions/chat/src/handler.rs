@@ -24,6 +24,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: true,
     store_failure: StoreFailure::Open,
     security_sensitive: true,
+    ip_block: true,
 };
 
 const MAX_MESSAGES: usize = 50;

@@ -25,6 +25,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: true,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 /// Without an `Idempotency-Key`, identical requests of one user within this many seconds are
