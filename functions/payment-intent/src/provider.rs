@@ -86,9 +86,10 @@ pub(crate) struct IntentRequest {
     pub(crate) amount: i64,
     pub(crate) currency: String,
     pub(crate) description: Option<String>,
+    /// The account's own address, set by the server when the client asks for a receipt.
     pub(crate) receipt_email: Option<String>,
-    pub(crate) customer: Option<String>,
-    pub(crate) payment_method: Option<String>,
+    /// The account's server-owned customer.
+    pub(crate) customer: String,
     pub(crate) metadata: HashMap<String, String>,
 }
 
@@ -131,7 +132,7 @@ pub(crate) trait Intents: Send + Sync {
 
 /// Stripe through async-stripe.
 pub(crate) struct StripeIntents {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 impl StripeIntents {
@@ -157,7 +158,7 @@ impl StripeIntents {
     }
 }
 
-fn classify(err: StripeError) -> ProviderError {
+pub(crate) fn classify(err: StripeError) -> ProviderError {
     match err {
         StripeError::Stripe(api, status) => {
             let kind = api.type_.as_str().to_string();
@@ -210,12 +211,7 @@ impl Intents for StripeIntents {
         if let Some(e) = &req.receipt_email {
             create = create.receipt_email(e);
         }
-        if let Some(c) = &req.customer {
-            create = create.customer(c);
-        }
-        if let Some(pm) = &req.payment_method {
-            create = create.payment_method(pm);
-        }
+        create = create.customer(&req.customer);
         let key = IdempotencyKey::new(idempotency_key)
             .map_err(|_| ProviderError::Unavailable("invalid idempotency key".into()))?;
         let intent = create
