@@ -723,6 +723,106 @@ mod tests {
         assert_eq!(final_record(&[lost]).await.status, "dispute_lost");
     }
 
+    #[tokio::test]
+    async fn given_an_ip_blocked_elsewhere_or_rate_limited_here_when_stripe_delivers_then_never_blocked()
+     {
+        use flowbotz_security::config::{BlockPolicy, RateLimit};
+        use flowbotz_security::ratelimit::memory::MemoryStore;
+        use flowbotz_security::ratelimit::{RateLimiter, Subject};
+        let config = Arc::new(Config::from_lookup(|_| None).expect("config"));
+        let clock = ManualClock::at_ms(T0 * 1000);
+        let limiter = Arc::new(RateLimiter::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(clock.clone()),
+            BlockPolicy {
+                violations: 10,
+                window: std::time::Duration::from_secs(600),
+                duration: std::time::Duration::from_secs(900),
+            },
+            ["webhook", "login"],
+            std::time::Duration::from_secs(1),
+        ));
+        let ip = "198.51.100.7";
+        let one = RateLimit {
+            per_minute: 1,
+            burst: None,
+        };
+        for _ in 0..12 {
+            if limiter
+                .check("login", Subject::Ip(ip), one)
+                .await
+                .expect("check")
+                .verdict
+                == flowbotz_security::ratelimit::Verdict::Limited
+            {
+                limiter.record_violation(ip).await.expect("violation");
+            }
+        }
+        assert!(limiter.known_block(ip).is_some(), "blocked on login");
+        let settings = Settings::from_lookup(Environment::Development, |k| {
+            (k == "STRIPE_WEBHOOK_SECRET").then(|| SECRET.to_string())
+        })
+        .expect("settings");
+        let p = Pipeline::new(ENDPOINT, config.clone()).with_limiter(limiter.clone());
+        let h = Webhook::new(
+            Arc::new(MemoryLedger::new()),
+            Arc::new(clock.clone()),
+            settings,
+        );
+        let deliver = |i: usize| {
+            let body = event_json(&format!("evt_rl_{i}"), "payment_intent.succeeded");
+            Fixture::new(SHAPES[i % 2], "POST", "/api/payments/webhook")
+                .source_ip(ip)
+                .header("Content-Type", "application/json")
+                .header(
+                    "Stripe-Signature",
+                    &signature::sign(body.as_bytes(), SECRET, T0),
+                )
+                .body(&body)
+                .request()
+        };
+        assert_eq!(
+            p.serve(deliver(0), &h).await.status(),
+            200,
+            "a block elsewhere does not apply"
+        );
+        // Past 300 a minute the webhook answers 429, but its refusals never block the IP.
+        let limit = config.endpoint("webhook").rate.per_minute as usize;
+        let mut limited = 0;
+        for i in 1..limit + 15 {
+            if p.serve(deliver(i), &h).await.status() == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited >= 14, "still rate limited per IP ({limited})");
+        clock.advance_ms(61_000);
+        assert_eq!(
+            p.serve(deliver(9_999), &h).await.status(),
+            200,
+            "not blocked after the minute"
+        );
+        let other = "198.51.100.8";
+        for i in 0..limit + 15 {
+            let req = {
+                let body = event_json(&format!("evt_o_{i}"), "payment_intent.succeeded");
+                Fixture::new(SHAPES[0], "POST", "/api/payments/webhook")
+                    .source_ip(other)
+                    .header("Content-Type", "application/json")
+                    .header(
+                        "Stripe-Signature",
+                        &signature::sign(body.as_bytes(), SECRET, T0 + 61),
+                    )
+                    .body(&body)
+                    .request()
+            };
+            p.serve(req, &h).await;
+        }
+        assert!(
+            limiter.known_block(other).is_none(),
+            "webhook violations never block"
+        );
+    }
+
     /// A ledger whose first `complete` fails, as if the function crashed after the update.
     struct CrashOnce {
         inner: MemoryLedger,
