@@ -95,7 +95,10 @@ async fn given_a_victims_customer_or_card_in_the_body_when_paying_then_refused_a
     let victim = new_session().await;
     let attacker = new_session().await;
     let victims = intent_of(&victim, &json!({"amount": 2000, "currency": "usd"})).await;
-    let victim_customer = victims["customer"].as_str().expect("a server customer").to_string();
+    let victim_customer = victims["customer"]
+        .as_str()
+        .expect("a server customer")
+        .to_string();
     assert!(victim_customer.starts_with("cus_"));
     for steer in [
         json!({"customer": victim_customer}),
@@ -114,7 +117,10 @@ async fn given_a_victims_customer_or_card_in_the_body_when_paying_then_refused_a
     let own_again = intent_of(&attacker, &json!({"amount": 2100, "currency": "usd"})).await;
     let attacker_customer = own["customer"].as_str().expect("a server customer");
     assert_ne!(attacker_customer, victim_customer);
-    assert_eq!(own_again["customer"], own["customer"], "one customer per account");
+    assert_eq!(
+        own_again["customer"], own["customer"],
+        "one customer per account"
+    );
     assert_eq!(own["payment_method"], Value::Null);
     let (_, customer) = at_stripe(&format!("customers/{attacker_customer}")).await;
     assert_eq!(customer["object"], "customer");
@@ -127,16 +133,24 @@ async fn given_a_victims_customer_or_card_in_the_body_when_paying_then_refused_a
 async fn given_a_foreign_receipt_address_when_paying_then_refused_and_receipts_go_to_the_owner_only()
  {
     let s = new_session().await;
-    let foreign = json!({"amount": 2000, "currency": "usd", "receipt_email": "inbox@stranger.example"});
+    let foreign =
+        json!({"amount": 2000, "currency": "usd", "receipt_email": "inbox@stranger.example"});
     assert_problem(&invoke("payment-intent", &pay(&s, &foreign)).await, 400);
-    let with = intent_of(&s, &json!({"amount": 2000, "currency": "usd", "receipt": true})).await;
+    let with = intent_of(
+        &s,
+        &json!({"amount": 2000, "currency": "usd", "receipt": true}),
+    )
+    .await;
     assert_eq!(with["receipt_email"], json!(s.email));
     let without = intent_of(&s, &json!({"amount": 2000, "currency": "usd"})).await;
     assert_eq!(without["receipt_email"], Value::Null);
     assert_problem(
         &invoke(
             "payment-intent",
-            &pay(&s, &json!({"amount": 2000, "currency": "usd", "receipt": "inbox@stranger.example"})),
+            &pay(
+                &s,
+                &json!({"amount": 2000, "currency": "usd", "receipt": "inbox@stranger.example"}),
+            ),
         )
         .await,
         422,
@@ -190,19 +204,35 @@ async fn given_a_late_same_second_failure_a_refund_and_a_dispute_when_delivered_
     });
     let a = invoke("webhook", &signed_delivery(&event.to_string())).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let record = ledger().await.payment(&id).await.expect("read").expect("record");
+    let record = ledger()
+        .await
+        .payment(&id)
+        .await
+        .expect("read")
+        .expect("record");
     assert_eq!(record.status, "succeeded", "a paid record never goes back");
 
     stripe_post("/v1/refunds", &format!("payment_intent={id}&amount=1000")).await;
     let record = record_until(&id, |r| r.status == "partially_refunded").await;
-    assert_eq!((record.status.as_str(), record.refunded_amount), ("partially_refunded", 1000));
+    assert_eq!(
+        (record.status.as_str(), record.refunded_amount),
+        ("partially_refunded", 1000)
+    );
     let dispute = stripe_post("/_standin/disputes", &format!("payment_intent={id}")).await;
     record_until(&id, |r| r.status == "disputed").await;
     let dispute_id = dispute["id"].as_str().expect("dispute id");
-    stripe_post(&format!("/_standin/disputes/{dispute_id}/close"), "status=lost").await;
+    stripe_post(
+        &format!("/_standin/disputes/{dispute_id}/close"),
+        "status=lost",
+    )
+    .await;
     let record = record_until(&id, |r| r.status == "dispute_lost").await;
     assert_eq!(
-        (record.status.as_str(), record.refunded_amount, record.amount),
+        (
+            record.status.as_str(),
+            record.refunded_amount,
+            record.amount
+        ),
         ("dispute_lost", 1000, Some(3000))
     );
 }
@@ -226,11 +256,20 @@ async fn given_an_account_with_payments_when_erased_then_records_are_pseudonymis
     assert!(before.user_id.is_some());
     let a = invoke("account", &erase(&s)).await;
     assert_eq!(a.status, 204, "{}", a.body);
-    let after = ledger().await.payment(&id).await.expect("read").expect("kept");
+    let after = ledger()
+        .await
+        .payment(&id)
+        .await
+        .expect("read")
+        .expect("kept");
     assert_eq!(after.user_id, None, "no user id after erasure");
     assert!(after.erased_at.is_some());
     assert_eq!(
-        (after.amount, after.currency.as_deref(), after.status.as_str()),
+        (
+            after.amount,
+            after.currency.as_deref(),
+            after.status.as_str()
+        ),
         (Some(4100), Some("usd"), "succeeded"),
         "bookkeeping facts kept"
     );
@@ -247,8 +286,15 @@ async fn given_an_account_with_payments_when_erased_then_records_are_pseudonymis
     let a = invoke("account", &erase(&s2)).await;
     assert_eq!(a.status, 204, "{}", a.body);
     let pending = ledger().await.pending_deletions(1000).await.expect("read");
-    assert!(pending.contains(&customer2), "recorded for retry: {pending:?}");
-    stripe_post("/_standin/outage", &format!("target={customer2}&down=false")).await;
+    assert!(
+        pending.contains(&customer2),
+        "recorded for retry: {pending:?}"
+    );
+    stripe_post(
+        "/_standin/outage",
+        &format!("target={customer2}&down=false"),
+    )
+    .await;
     let (_, still) = at_stripe(&format!("customers/{customer2}")).await;
     assert_eq!(still["object"], "customer");
     assert_ne!(still["deleted"], true, "not deleted while Stripe was down");
@@ -274,7 +320,11 @@ async fn given_an_ip_blocked_for_violations_when_stripe_delivers_from_it_then_th
             .json_body(&json!({}));
         statuses.push(invoke("login", &probe).await.status);
     }
-    assert_eq!(statuses.last(), Some(&403), "the IP is blocked: {statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&403),
+        "the IP is blocked: {statuses:?}"
+    );
     let body = json!({
         "id": format!("evt_blk{}", unique_ip().replace([':', '.'], "")),
         "object": "event", "type": "customer.created", "created": 1, "livemode": false,
