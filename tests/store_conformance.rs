@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use flowbotz_security::clock::ManualClock;
 use flowbotz_security::config::{BlockPolicy, RateLimit};
+use flowbotz_security::payments::customers::{CustomerStore, SetCustomer};
 use flowbotz_security::payments::memory::MemoryLedger;
 use flowbotz_security::payments::{
     EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
@@ -483,6 +484,51 @@ async fn ledger_suite(ledger: &dyn EventLedger) {
     );
 }
 
+/// The first customer stored on an account wins; an erased account takes none.
+async fn customer_suite(
+    store: &dyn CustomerStore,
+    users: &dyn flowbotz_security::accounts::UserStore,
+) {
+    let run = flowbotz_tests::events::unique_ip().replace([':', '.'], "");
+    let user = format!("conf-customer-{run}");
+    let email = format!("{user}@example.com");
+    users
+        .create(&flowbotz_security::accounts::UserRecord {
+            user_id: user.clone(),
+            email: email.clone(),
+            password_hash: "x".into(),
+            name: None,
+            created_at: 1,
+        })
+        .await
+        .expect("create");
+    let owner = store.owner(&user).await.expect("read").expect("owner");
+    assert_eq!(
+        (owner.email.as_str(), owner.customer_id),
+        (email.as_str(), None)
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_A").await.expect("set"),
+        SetCustomer::Stored
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_A").await.expect("again"),
+        SetCustomer::Stored
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_B").await.expect("race"),
+        SetCustomer::Existing("cus_A".into())
+    );
+    let owner = store.owner(&user).await.expect("read").expect("owner");
+    assert_eq!(owner.customer_id.as_deref(), Some("cus_A"));
+    assert!(users.erase(&user).await.expect("erase"));
+    assert_eq!(store.owner(&user).await.expect("read"), None);
+    assert_eq!(
+        store.set_customer(&user, "cus_C").await.expect("gone"),
+        SetCustomer::NoAccount
+    );
+}
+
 #[tokio::test]
 async fn memory_ledger_conforms() {
     ledger_suite(&MemoryLedger::new()).await;
@@ -501,6 +547,20 @@ mod dynamodb {
 
     fn table() -> String {
         std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into())
+    }
+
+    #[tokio::test]
+    async fn dynamodb_customers_conform_against_moto() {
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let c = client(Duration::from_secs(3)).await;
+        customer_suite(
+            &flowbotz_security::payments::customers::dynamodb::DynamoCustomers::new(
+                c.clone(),
+                table.clone(),
+            ),
+            &flowbotz_security::accounts::dynamodb::DynamoUserStore::new(c, table),
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -602,6 +602,15 @@ mod tests {
                 422,
             ),
             (ProviderError::IdempotencyConflict, 422),
+            (
+                // The server names the customer: Stripe refusing it is not the client's error,
+                // and no answer tells which customer ids exist.
+                ProviderError::Invalid {
+                    param: Some("customer".into()),
+                    code: Some("resource_missing".into()),
+                },
+                502,
+            ),
             (ProviderError::RateLimited, 503),
             (ProviderError::Timeout, 504),
             (
