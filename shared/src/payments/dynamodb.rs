@@ -4,7 +4,7 @@
 //!   through the TTL attribute;
 //! - `payment#<pi id>`: user and `owner` (`user#<id>`, indexed by `by_owner`), amount,
 //!   currency, status with its rank, refunded amount, the last event applied and its time;
-//!   after the user's erasure, `erased_at` instead of user and owner;
+//!   after the user's erasure, `erased_at`, and user and owner replaced by `erased`;
 //! - `stripe-customer-deletion#<cus id>`: a Stripe customer whose deletion is still to be
 //!   retried (owner [`PENDING_OWNER`]).
 //!
@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Claim, EventLedger, PaymentRecord, PaymentUpdate};
@@ -34,6 +35,9 @@ pub const OWNER_INDEX: &str = "by_owner";
 /// The owner of pending Stripe customer deletions.
 pub const PENDING_OWNER: &str = "pending#stripe-customer-deletion";
 const PENDING_PREFIX: &str = "stripe-customer-deletion#";
+/// What erasure leaves in `user_id` and `owner` instead of the user: present, so that a late
+/// event's `if_not_exists` never links the user again; no user id is this word (ids are UUIDs).
+const ERASED: &str = "erased";
 
 /// The ledger on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -105,44 +109,48 @@ impl EventLedger for DynamoLedger {
 
     async fn apply_payment(&self, u: &PaymentUpdate) -> Result<bool, StoreError> {
         let key = s(format!("payment#{}", u.intent_id));
-        if let Some(f) = &u.facts {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, key.clone())
-                .update_expression("SET amount = :amount, currency = :currency")
-                .expression_attribute_values(":amount", n(f.amount))
-                .expression_attribute_values(":currency", s(&f.currency))
-                .send()
-                .await
-                .map_err(unavailable)?;
-        }
-        if let Some(user) = &u.user_id {
-            let linked = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, key.clone())
-                .update_expression("SET user_id = :user, #owner = :owner")
-                .condition_expression(
-                    "attribute_not_exists(erased_at) AND attribute_not_exists(user_id)",
-                )
-                .expression_attribute_names("#owner", OWNER)
-                .expression_attribute_values(":user", s(user))
-                .expression_attribute_values(":owner", s(owner_of(user)))
-                .send()
-                .await;
-            refused_is_ok(linked.map(|_| ()))?;
-        }
         let t = &u.transition;
-        let status = self
+        // What the event says apart from the status: the same in every event that says it, so
+        // always written. A user is linked only if none was (erasure leaves ERASED behind).
+        let mut facts = Vec::new();
+        if u.facts.is_some() {
+            facts.push("amount = :amount, currency = :currency");
+        }
+        if u.user_id.is_some() {
+            facts.push(
+                "user_id = if_not_exists(user_id, :user), #owner = if_not_exists(#owner, :owner)",
+            );
+        }
+        let with_facts = |mut req: UpdateItemFluentBuilder| {
+            if let Some(f) = &u.facts {
+                req = req
+                    .expression_attribute_values(":amount", n(f.amount))
+                    .expression_attribute_values(":currency", s(&f.currency));
+            }
+            if let Some(user) = &u.user_id {
+                req = req
+                    .expression_attribute_names("#owner", OWNER)
+                    .expression_attribute_values(":user", s(user))
+                    .expression_attribute_values(":owner", s(owner_of(user)));
+            }
+            req
+        };
+        // The status, with the facts in the same write so a reader never sees one without the
+        // other, only if the event ranks higher than what is stored.
+        let mut set = vec![
+            "#status = :status, #rank = :rank, last_event_id = :evt, last_event_created = :created",
+        ];
+        set.extend(facts.iter().copied());
+        if t.refunded_amount > 0 {
+            // A refund that advances the status is above every refunded amount stored before.
+            set.push("refunded_amount = :r");
+        }
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, key.clone())
-            .update_expression(
-                "SET #status = :status, #rank = :rank, last_event_id = :evt, last_event_created = :created ADD updates :one",
-            )
+            .update_expression(format!("SET {} ADD updates :one", set.join(", ")))
             .condition_expression("attribute_not_exists(#rank) OR #rank < :rank")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#rank", "status_rank")
@@ -150,10 +158,25 @@ impl EventLedger for DynamoLedger {
             .expression_attribute_values(":rank", n(t.rank()))
             .expression_attribute_values(":evt", s(&u.event_id))
             .expression_attribute_values(":created", n(t.event_created))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        let advanced = refused_is_ok(status.map(|_| ()))?;
+            .expression_attribute_values(":one", n(1));
+        if t.refunded_amount > 0 {
+            req = req.expression_attribute_values(":r", n(t.refunded_amount));
+        }
+        let advanced = refused_is_ok(with_facts(req).send().await.map(|_| ()))?;
+        if advanced {
+            return Ok(true);
+        }
+        // A higher-ranked event came first: its record still gets this event's facts and the
+        // higher refunded amount, so every delivery order ends in the same record.
+        if !facts.is_empty() {
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, key.clone())
+                .update_expression(format!("SET {}", facts.join(", ")));
+            with_facts(req).send().await.map_err(unavailable)?;
+        }
         if t.refunded_amount > 0 {
             let refund = self
                 .client
@@ -169,7 +192,7 @@ impl EventLedger for DynamoLedger {
                 .await;
             refused_is_ok(refund.map(|_| ()))?;
         }
-        Ok(advanced)
+        Ok(false)
     }
 
     async fn complete(&self, event_id: &str, now_s: u64) -> Result<(), StoreError> {
@@ -199,7 +222,7 @@ impl EventLedger for DynamoLedger {
             .map_err(unavailable)?;
         Ok(out.item().map(|i| PaymentRecord {
             intent_id: intent_id.to_string(),
-            user_id: text(i, "user_id"),
+            user_id: text(i, "user_id").filter(|u| u != ERASED),
             amount: signed(i, "amount"),
             currency: text(i, "currency"),
             status: text(i, "status").unwrap_or_default(),
@@ -220,11 +243,12 @@ impl EventLedger for DynamoLedger {
                 .update_item()
                 .table_name(&self.table)
                 .key(PK, s(pk))
-                .update_expression("SET erased_at = :now REMOVE user_id, #owner")
+                .update_expression("SET erased_at = :now, user_id = :erased, #owner = :erased")
                 .condition_expression("attribute_exists(#pk) AND user_id = :user")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#owner", OWNER)
                 .expression_attribute_values(":now", n(now_s))
+                .expression_attribute_values(":erased", s(ERASED))
                 .expression_attribute_values(":user", s(user_id))
                 .send()
                 .await;
