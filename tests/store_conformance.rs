@@ -393,6 +393,62 @@ async fn ledger_suite(ledger: &dyn EventLedger) {
         ),
         ("disputed", 300, Some(2000), Some("eur"))
     );
+
+    // A payment attempt whose failure and the retry's success share the last second: every
+    // order ends succeeded, never failed.
+    let attempt = |intent: &str| {
+        vec![
+            payment(
+                intent,
+                "evt_new",
+                PaymentStatus::RequiresPaymentMethod,
+                1_800_000_000,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_proc",
+                PaymentStatus::Processing,
+                1_800_000_003,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_failed",
+                PaymentStatus::Failed,
+                1_800_000_005,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_paid",
+                PaymentStatus::Succeeded,
+                1_800_000_005,
+                0,
+                true,
+            ),
+        ]
+    };
+    for (n, order) in orders(4).into_iter().enumerate() {
+        let intent = format!("pi_att{run}x{n}");
+        let events = attempt(&intent);
+        for &i in order.iter().chain(std::iter::once(&order[(n + 1) % 4])) {
+            ledger.apply_payment(&events[i]).await.expect("apply");
+        }
+        let r = ledger
+            .payment(&intent)
+            .await
+            .expect("read")
+            .expect("record");
+        assert_eq!(
+            (r.status.as_str(), r.last_event_id.as_str()),
+            ("succeeded", "evt_paid"),
+            "order {order:?}"
+        );
+    }
     assert_eq!(f.user_id.as_deref(), Some("conformance-user"));
 
     let mine = format!("conf-user-{run}");
