@@ -301,9 +301,6 @@ async fn given_an_account_with_payments_when_erased_then_records_are_pseudonymis
         &format!("target={customer2}&down=false"),
     )
     .await;
-    let (_, still) = at_stripe(&format!("customers/{customer2}")).await;
-    assert_eq!(still["object"], "customer");
-    assert_ne!(still["deleted"], true, "not deleted while Stripe was down");
     // Stripe is back: the next invocation of the account function retries it.
     let s3 = new_session().await;
     assert_eq!(invoke("account", &erase(&s3)).await.status, 204);
