@@ -8,11 +8,23 @@ for the calls the project makes, and it delivers signed webhooks:
     POST /v1/payment_intents                create (form-encoded, Stripe's bracket notation)
     GET  /v1/payment_intents/{id}           retrieve
     POST /v1/payment_intents/{id}/confirm   confirm; then sends payment_intent.succeeded
+    POST /v1/customers                      create (Idempotency-Key honoured, as for intents)
+    GET  /v1/customers/{id}                 retrieve (a deleted customer as Stripe's stub)
+    DELETE /v1/customers/{id}               delete
+    POST /v1/refunds                        refund a succeeded intent; then sends charge.refunded
+    GET  /v1/charges/{id}, /v1/refunds/{id}, /v1/disputes/{id}   retrieve
+    POST /_standin/disputes                 (test hook; Stripe has no API for it) open a dispute
+                                            on payment_intent=pi_...; sends charge.dispute.created
+    POST /_standin/disputes/{id}/close      status=won|lost; sends charge.dispute.closed
+    POST /_standin/outage                   target=<id>&down=true|false: while down, every request
+                                            whose path names the id gets its connection closed
+                                            unanswered, as if Stripe were unreachable
     GET  /_standin/deliveries               webhook delivery attempts, for tests
     GET  /_standin/health                   200 when up
 
 The objects it replies with have the key set of Stripe's own fixtures (openapi/fixtures3.json,
-copied to tests/fixtures/stripe). Some fields are null where the fixture has an example
+copied to tests/fixtures/stripe; customers, charges, refunds and disputes are built from those
+files, with the request's values filled in). Some fields are null where the fixture has an example
 value. On a new intent Stripe sends those fields as null: canceled_at, last_payment_error,
 next_action, processing, shipping and transfer_data, for example. The fixture's values come from
 stripe-mock's generator, and a fresh intent has none of them.
@@ -48,6 +60,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 MAX_BODY_BYTES = 1 << 20
 MAX_IDEMPOTENCY_KEY_LEN = 255
@@ -85,7 +98,14 @@ CONFIRM_PARAMS = frozenset({"payment_method"})
 CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
 
+CUSTOMER_PARAMS = frozenset({"metadata", "email", "description", "name"})
+REFUND_PARAMS = frozenset({"payment_intent", "charge", "amount", "reason", "metadata"})
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
 CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9]+$")
+CUSTOMER_PATH_RE = re.compile(r"^/v1/customers/([^/]+)$")
+OBJECT_PATH_RE = re.compile(r"^/v1/(charges|refunds|disputes)/([^/]+)$")
+DISPUTE_CLOSE_RE = re.compile(r"^/_standin/disputes/([^/]+)/close$")
 PAYMENT_METHOD_RE = re.compile(r"^pm_[A-Za-z0-9_]+$")  # test tokens such as pm_card_visa
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INTENT_PATH_RE = re.compile(r"^/v1/payment_intents/([^/]+)$")
@@ -93,6 +113,21 @@ CONFIRM_PATH_RE = re.compile(r"^/v1/payment_intents/([^/]+)/confirm$")
 API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 ALPHANUM = string.ascii_letters + string.digits
+
+
+def _fixtures_dir() -> Path:
+    configured = os.environ.get("STRIPE_FIXTURES_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "tests/fixtures/stripe"
+
+
+_FIXTURE_CACHE: dict = {}
+
+
+def fixture(name: str) -> dict:
+    """A fresh copy of Stripe's example object `name` (customer, charge, refund, dispute)."""
+    if name not in _FIXTURE_CACHE:
+        _FIXTURE_CACHE[name] = json.loads((_fixtures_dir() / f"{name}.json").read_text())
+    return copy.deepcopy(_FIXTURE_CACHE[name])
 
 
 def random_id(prefix: str, length: int = 24) -> str:
@@ -288,7 +323,7 @@ def validate_create(params: dict) -> dict:
     out = {"amount": amount, "currency": currency}
 
     customer = as_string(params.get("customer", ""), "customer")
-    # Stripe would look the customer up; the stand-in accepts any well-formed id.
+    # The caller checks that the customer exists (State.customers), as Stripe does.
     if customer and not CUSTOMER_RE.match(customer):
         raise invalid(f"No such customer: '{customer}'", code="resource_missing", param="customer")
     out["customer"] = customer or None
@@ -350,6 +385,107 @@ def validate_create(params: dict) -> dict:
     if out["confirm"] and out["payment_method"] is None:
         raise missing_payment_method_error(out["customer"])
     return out
+
+
+def validate_email(raw, param: str) -> str | None:
+    email = as_string(raw, param)
+    if email and (len(email) > 800 or not EMAIL_RE.match(email)):
+        raise invalid(f"Invalid email address: {email}", code="email_invalid", param=param)
+    return email or None
+
+
+def new_customer(params: dict, now: int) -> dict:
+    """A Customer from Stripe's fixture, fresh: no address, discount or shipping yet."""
+    reject_unknown(params, CUSTOMER_PARAMS)
+    customer = fixture("customer")
+    description = as_string(params.get("description", ""), "description")
+    name = as_string(params.get("name", ""), "name")
+    customer.update({
+        "address": None,
+        "created": now,
+        "description": description or None,
+        "discount": None,
+        "email": validate_email(params.get("email", ""), "email"),
+        "id": random_id("cus_", 14),
+        "invoice_prefix": "".join(secrets.choice(string.ascii_uppercase + string.digits)
+                                  for _ in range(8)),
+        "metadata": validate_metadata(params.get("metadata", {})),
+        "name": name or None,
+        "shipping": None,
+    })
+    return customer
+
+
+def deleted_customer(customer_id: str) -> dict:
+    return {"deleted": True, "id": customer_id, "object": "customer"}
+
+
+def new_charge(intent: dict, now: int) -> dict:
+    """The Charge of a succeeded intent, from Stripe's fixture."""
+    charge = fixture("charge")
+    charge.update({
+        "amount": intent["amount"],
+        "amount_captured": intent["amount"],
+        "amount_refunded": 0,
+        "balance_transaction": random_id("txn_"),
+        "captured": True,
+        "created": now,
+        "currency": intent["currency"],
+        "customer": intent["customer"],
+        "description": intent["description"],
+        "disputed": False,
+        "id": intent["latest_charge"],
+        "livemode": False,
+        # Stripe copies the intent's metadata onto its charges.
+        "metadata": copy.deepcopy(intent["metadata"]),
+        "paid": True,
+        "payment_intent": intent["id"],
+        "payment_method": intent["payment_method"],
+        "receipt_email": intent["receipt_email"],
+        "refunded": False,
+        "status": "succeeded",
+    })
+    charge["refunds"] = {"data": [], "has_more": False, "object": "list",
+                         "url": f"/v1/charges/{charge['id']}/refunds"}
+    return charge
+
+
+def new_refund(charge: dict, amount: int, reason: str | None, metadata: dict, now: int) -> dict:
+    refund = fixture("refund")
+    refund.update({
+        "amount": amount,
+        "balance_transaction": random_id("txn_"),
+        "charge": charge["id"],
+        "created": now,
+        "currency": charge["currency"],
+        "customer": charge["customer"],
+        "id": random_id("re_"),
+        "metadata": metadata,
+        "payment_intent": charge["payment_intent"],
+        "payment_method": charge["payment_method"],
+        "reason": reason,
+        "status": "succeeded",
+    })
+    return refund
+
+
+def new_dispute(charge: dict, now: int) -> dict:
+    dispute = fixture("dispute")
+    dispute.update({
+        "amount": charge["amount"] - charge["amount_refunded"],
+        "charge": charge["id"],
+        "created": now,
+        "currency": charge["currency"],
+        "id": random_id("dp_"),
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": charge["payment_intent"],
+        "reason": "fraudulent",
+        "status": "needs_response",
+    })
+    dispute["evidence_details"]["due_by"] = now + 7 * 24 * 3600
+    return dispute
 
 
 def missing_payment_method_error(customer: str | None) -> StripeError:
@@ -568,6 +704,11 @@ class State:
     def __init__(self, webhooks: WebhookSender):
         self.lock = threading.Lock()
         self.intents: dict[str, dict] = {}
+        self.customers: dict[str, dict] = {}  # a deleted customer maps to None
+        self.charges: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}
+        self.disputes: dict[str, dict] = {}
+        self.outages: set[str] = set()
         self.idempotent: dict[tuple[str, str], StoredResponse] = {}
         self.webhooks = webhooks
 
@@ -679,7 +820,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, {"status": "ok"})
             if self._route == "/_standin/deliveries":
                 return self._send(200, {"deliveries": self.state.webhooks.snapshot()})
+            if self._unreachable():
+                return None
             self._api_key()
+            customer = CUSTOMER_PATH_RE.match(self._route)
+            other = OBJECT_PATH_RE.match(self._route)
+            if customer or other:
+                if self._query:
+                    reject_unknown(parse_form(self._query), set())
+                with self.state.lock:
+                    return self._send(200, self._retrieve(customer, other))
             match = INTENT_PATH_RE.match(self._route)
             if not match:
                 raise self._unrecognized()
@@ -701,11 +851,19 @@ class Handler(BaseHTTPRequestHandler):
             # The body is read before anything can fail, so a keep-alive connection never
             # holds an unread request body.
             body = self._read_body()
+            if self._route.startswith("/_standin/"):
+                return self._test_hook(parse_form(body))
+            if self._unreachable():
+                return None
             api_key = self._api_key()
             if self._route == "/v1/payment_intents":
                 action = self._create
             elif CONFIRM_PATH_RE.match(self._route):
                 action = self._confirm
+            elif self._route == "/v1/customers":
+                action = self._create_customer
+            elif self._route == "/v1/refunds":
+                action = self._refund
             else:
                 raise self._unrecognized()
             params = parse_form(body)
@@ -744,18 +902,162 @@ class Handler(BaseHTTPRequestHandler):
         except StripeError as err:
             self._error(err)
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
+    def do_DELETE(self):
+        self._begin()
+        try:
+            self._read_body()
+            if self._unreachable():
+                return None
+            self._api_key()
+            match = CUSTOMER_PATH_RE.match(self._route)
+            if not match:
+                raise self._unrecognized()
+            with self.state.lock:
+                customer_id = match.group(1)
+                if self.state.customers.get(customer_id) is None:
+                    raise no_such_customer(customer_id, status=404, param="id")
+                # Deleting a customer detaches its payment methods; the stub is what Stripe sends.
+                self.state.customers[customer_id] = None
+            self._send(200, deleted_customer(customer_id))
+        except StripeError as err:
+            self._error(err)
+
+    do_PUT = do_PATCH = do_OPTIONS = _other
 
     # -- endpoints ----------------------------------------------------------------------------
 
     def _create(self, params: dict, idempotency_key: str | None):
         fields = validate_create(params)
+        if fields["customer"] and self.state.customers.get(fields["customer"]) is None:
+            raise no_such_customer(fields["customer"])
         intent = new_payment_intent(fields, int(time.time()))
         event = None
         if fields["confirm"]:
             event = self._event(confirm_intent(intent, None), intent, idempotency_key)
+            self._charge(intent)
         self.state.intents[intent["id"]] = intent
         return 200, intent, event
+
+    def _charge(self, intent: dict) -> None:
+        if intent["status"] == "succeeded" and intent["latest_charge"]:
+            self.state.charges[intent["latest_charge"]] = new_charge(intent, int(time.time()))
+
+    def _create_customer(self, params: dict, idempotency_key: str | None):
+        customer = new_customer(params, int(time.time()))
+        self.state.customers[customer["id"]] = customer
+        return 200, customer, None
+
+    def _retrieve(self, customer_match, other_match) -> dict:
+        if customer_match:
+            customer_id = customer_match.group(1)
+            if customer_id not in self.state.customers:
+                raise no_such_customer(customer_id, status=404, param="id")
+            return self.state.customers[customer_id] or deleted_customer(customer_id)
+        kind, object_id = other_match.groups()
+        found = getattr(self.state, kind).get(object_id)
+        if found is None:
+            raise invalid(f"No such {kind[:-1]}: '{object_id}'", code="resource_missing",
+                          param="id", status=404)
+        return found
+
+    def _refund(self, params: dict, idempotency_key: str | None):
+        reject_unknown(params, REFUND_PARAMS)
+        if "payment_intent" in params:
+            intent_id = as_string(params["payment_intent"], "payment_intent")
+            intent = self.state.intents.get(intent_id)
+            if intent is None:
+                raise invalid(f"No such payment_intent: '{intent_id}'", code="resource_missing",
+                              param="payment_intent")
+            charge = self.state.charges.get(intent["latest_charge"] or "")
+            if charge is None:
+                raise invalid(f"This PaymentIntent ({intent_id}) does not have a successful "
+                              f"charge to refund.", code="charge_not_refundable",
+                              param="payment_intent")
+        elif "charge" in params:
+            charge_id = as_string(params["charge"], "charge")
+            charge = self.state.charges.get(charge_id)
+            if charge is None:
+                raise invalid(f"No such charge: '{charge_id}'", code="resource_missing",
+                              param="charge")
+        else:
+            raise invalid("One of the following params should be provided for this request: "
+                          "payment_intent or charge.", code="parameter_missing")
+        remaining = charge["amount"] - charge["amount_refunded"]
+        if remaining <= 0:
+            raise invalid(f"Charge {charge['id']} has already been refunded.",
+                          code="charge_already_refunded")
+        amount = remaining
+        if "amount" in params:
+            amount = parse_amount(params)
+            if amount > remaining:
+                raise invalid(f"Refund amount ({_format_amount(amount, charge['currency'])}) is "
+                              f"greater than unrefunded amount on charge "
+                              f"({_format_amount(remaining, charge['currency'])})",
+                              code="amount_too_large", param="amount")
+        reason = as_string(params.get("reason", ""), "reason") or None
+        if reason is not None and reason not in REFUND_REASONS:
+            raise invalid(f"Invalid reason: must be one of {', '.join(REFUND_REASONS)}",
+                          param="reason")
+        now = int(time.time())
+        refund = new_refund(charge, amount, reason, validate_metadata(params.get("metadata", {})),
+                            now)
+        self.state.refunds[refund["id"]] = refund
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        return 200, refund, self._event("charge.refunded", charge, idempotency_key)
+
+    def _test_hook(self, params: dict):
+        """The stand-in's own controls (no API key): disputes, which only a cardholder's bank
+        opens at Stripe, and outages."""
+        event = None
+        with self.state.lock:
+            if self._route == "/_standin/outage":
+                target = as_string(params.get("target", ""), "target")
+                if not target:
+                    raise invalid("Missing required param: target.", param="target")
+                if as_bool(params.get("down", "true"), "down"):
+                    self.state.outages.add(target)
+                else:
+                    self.state.outages.discard(target)
+                reply = {"outages": sorted(self.state.outages)}
+            elif self._route == "/_standin/disputes":
+                intent_id = as_string(params.get("payment_intent", ""), "payment_intent")
+                intent = self.state.intents.get(intent_id)
+                charge = intent and self.state.charges.get(intent["latest_charge"] or "")
+                if charge is None:
+                    raise invalid(f"No successful charge for payment_intent '{intent_id}'",
+                                  code="resource_missing", param="payment_intent")
+                reply = new_dispute(charge, int(time.time()))
+                charge["disputed"] = True
+                self.state.disputes[reply["id"]] = reply
+                event = self._event("charge.dispute.created", reply, None)
+            elif match := DISPUTE_CLOSE_RE.match(self._route):
+                reply = self.state.disputes.get(match.group(1))
+                if reply is None:
+                    raise invalid(f"No such dispute: '{match.group(1)}'", code="resource_missing",
+                                  param="id", status=404)
+                status = as_string(params.get("status", ""), "status")
+                if status not in ("won", "lost"):
+                    raise invalid("Invalid status: must be one of won, lost", param="status")
+                if reply["status"] in ("won", "lost"):
+                    raise invalid(f"The dispute {reply['id']} is already closed.")
+                reply["status"] = status
+                reply["evidence_details"]["has_evidence"] = status == "won"
+                event = self._event("charge.dispute.closed", reply, None)
+            else:
+                raise self._unrecognized()
+        self._send(200, reply)
+        if event is not None:
+            self.state.webhooks.send_later(event)
+
+    def _unreachable(self) -> bool:
+        """While an outage names an id in the path, the request is dropped unanswered."""
+        with self.state.lock:
+            down = any(target in self._route for target in self.state.outages)
+        if down:
+            self.close_connection = True
+            log(f'{self.client_address[0]} "{self.command} {self._route}" dropped (outage)')
+        return down
 
     def _confirm(self, params: dict, idempotency_key: str | None):
         intent_id = CONFIRM_PATH_RE.match(self._route).group(1)
@@ -766,13 +1068,14 @@ class Handler(BaseHTTPRequestHandler):
         payment_method = validate_payment_method(params.get("payment_method", ""))
         updated = copy.deepcopy(intent)  # a refused confirm leaves the stored intent alone
         event_type = confirm_intent(updated, payment_method)
+        self._charge(updated)
         self.state.intents[intent_id] = updated
         return 200, updated, self._event(event_type, updated, idempotency_key)
 
-    def _event(self, event_type: str, intent: dict, idempotency_key: str | None) -> dict:
+    def _event(self, event_type: str, obj: dict, idempotency_key: str | None) -> dict:
         version = self.headers.get("Stripe-Version")
         return new_event(
-            event_type, intent, request_id=self._request_id, idempotency_key=idempotency_key,
+            event_type, obj, request_id=self._request_id, idempotency_key=idempotency_key,
             # Stripe renders an event in the endpoint's API version. The stand-in uses the
             # version the client pinned, so async-stripe sees no version mismatch.
             api_version=version if version and API_VERSION_RE.match(version) else None,
@@ -815,6 +1118,11 @@ class Handler(BaseHTTPRequestHandler):
             f"Unrecognized request URL ({self.command}: {self._route}). Please see "
             f"https://stripe.com/docs or we can help at https://support.stripe.com/.",
         )
+
+
+def no_such_customer(customer_id: str, *, status: int = 400, param: str = "customer") -> StripeError:
+    return invalid(f"No such customer: '{customer_id}'", code="resource_missing", param=param,
+                   status=status)
 
 
 def no_such_intent(intent_id: str) -> StripeError:

@@ -54,6 +54,14 @@ def fixtures_dir() -> Path:
 
 FIXTURES = fixtures_dir()
 INTENT_FIXTURE = json.loads((FIXTURES / "payment_intent.json").read_text())
+CUSTOMER_FIXTURE = json.loads((FIXTURES / "customer.json").read_text())
+CHARGE_FIXTURE = json.loads((FIXTURES / "charge.json").read_text())
+REFUND_FIXTURE = json.loads((FIXTURES / "refund.json").read_text())
+DISPUTE_FIXTURE = json.loads((FIXTURES / "dispute.json").read_text())
+# A fresh customer has none of these; the fixture shows example values.
+NULLABLE_CUSTOMER_FIELDS = frozenset({"address", "discount", "shipping"})
+# Null when the intent has none.
+NULLABLE_CHARGE_FIELDS = frozenset({"description", "receipt_email"})
 EVENT_FIXTURE = json.loads((FIXTURES / "event.json").read_text())
 
 
@@ -233,9 +241,10 @@ class StandinTest(unittest.TestCase):
 
     def test_create_has_the_fixture_shape_and_the_request_values(self):
         before = int(time.time())
+        customer = self.post("/v1/customers", {"metadata[user_id]": "u1"}).json["id"]
         r = self.create(**{
             "amount": "1099", "currency": "eur", "description": "FlowBotz Pro",
-            "receipt_email": "a@example.com", "customer": "cus_Abc123",
+            "receipt_email": "a@example.com", "customer": customer,
             "metadata[user_id]": "u1", "metadata[plan]": "pro",
             "payment_method_types[0]": "card",
         })
@@ -251,7 +260,7 @@ class StandinTest(unittest.TestCase):
         self.assertEqual(pi["metadata"], {"user_id": "u1", "plan": "pro"})
         self.assertEqual(pi["description"], "FlowBotz Pro")
         self.assertEqual(pi["receipt_email"], "a@example.com")
-        self.assertEqual(pi["customer"], "cus_Abc123")
+        self.assertEqual(pi["customer"], customer)
         self.assertIsNone(pi["payment_method"])
         self.assertEqual(pi["status"], "requires_payment_method")
         self.assertEqual((pi["amount_capturable"], pi["amount_received"]), (0, 0))
@@ -540,6 +549,122 @@ class StandinTest(unittest.TestCase):
         self.assert_error(self.create(confirm="true"), 400, code="payment_intent_unexpected_state")
 
     # -- everything else ----------------------------------------------------------------------
+
+    # -- customers, refunds, disputes, outages -----------------------------------------------
+
+    def test_customers_are_created_idempotently_retrieved_and_deleted(self):
+        key = {"Idempotency-Key": f"fbz-customer-{time.time_ns()}"}
+        form = {"metadata[user_id]": "u-7"}
+        first = self.post("/v1/customers", form, headers=key)
+        self.assertEqual(first.status, 200, first.raw)
+        customer = first.json
+        assert_shape(self, CUSTOMER_FIXTURE, customer, nullable=NULLABLE_CUSTOMER_FIELDS)
+        self.assertRegex(customer["id"], r"^cus_[A-Za-z0-9]+$")
+        self.assertEqual((customer["object"], customer["metadata"]), ("customer", {"user_id": "u-7"}))
+        self.assertIsNone(customer["email"])
+        again = self.post("/v1/customers", form, headers=key)
+        self.assertEqual(again.json["id"], customer["id"], "one key, one customer")
+        self.assertEqual(again.headers["Idempotent-Replayed"], "true")
+        self.assertNotEqual(self.post("/v1/customers", form).json["id"], customer["id"])
+        self.assertEqual(self.get(f"/v1/customers/{customer['id']}").json, customer)
+        deleted = http("DELETE", f"{self.base}/v1/customers/{customer['id']}", None,
+                       {"Authorization": f"Bearer {API_KEY}"})
+        self.assertEqual(deleted.status, 200, deleted.raw)
+        self.assertEqual(deleted.json, {"deleted": True, "id": customer["id"], "object": "customer"})
+        self.assertEqual(self.get(f"/v1/customers/{customer['id']}").json, deleted.json)
+        again = http("DELETE", f"{self.base}/v1/customers/{customer['id']}", None,
+                     {"Authorization": f"Bearer {API_KEY}"})
+        self.assert_error(again, 404, code="resource_missing")
+        self.assert_error(self.get("/v1/customers/cus_Nope"), 404, code="resource_missing")
+        self.assert_error(self.create(customer=customer["id"]), 400, code="resource_missing",
+                          param="customer")
+        self.assert_error(self.post("/v1/customers", {"source": "tok_visa"}), 400,
+                          code="parameter_unknown")
+
+    def _paid_intent(self, amount="3000"):
+        pi = self.create(amount=amount, **{"metadata[user_id]": "u-9"}).json
+        r = self.post(f"/v1/payment_intents/{pi['id']}/confirm", {"payment_method": "pm_card_visa"})
+        self.assertEqual(r.status, 200, r.raw)
+        return r.json
+
+    def _event_of(self, object_id, event_type, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.receiver.cond:
+                got = [r for r in self.receiver.received if r["intent_id"] == object_id]
+            for delivery in got:
+                event = json.loads(delivery["body"])
+                if event["type"] == event_type:
+                    headers = {k.lower(): v for k, v in delivery["headers"].items()}
+                    verify_signature(headers["stripe-signature"], delivery["body"], WEBHOOK_SECRET)
+                    return event
+            time.sleep(0.05)
+        self.fail(f"no {event_type} for {object_id}")
+
+    def test_refunds_update_the_charge_and_send_charge_refunded(self):
+        pi = self._paid_intent()
+        charge = self.get(f"/v1/charges/{pi['latest_charge']}").json
+        assert_shape(self, CHARGE_FIXTURE, charge, nullable=NULLABLE_CHARGE_FIELDS)
+        self.assertEqual((charge["payment_intent"], charge["amount"]), (pi["id"], 3000))
+        self.assertEqual(charge["metadata"], {"user_id": "u-9"})
+        r = self.post("/v1/refunds", {"payment_intent": pi["id"], "amount": "1000"})
+        self.assertEqual(r.status, 200, r.raw)
+        assert_shape(self, REFUND_FIXTURE, r.json)
+        self.assertEqual((r.json["amount"], r.json["payment_intent"]), (1000, pi["id"]))
+        event = self._event_of(pi["latest_charge"], "charge.refunded")
+        expected = copy.deepcopy(EVENT_FIXTURE)
+        expected["data"]["object"] = CHARGE_FIXTURE
+        assert_shape(self, expected, event,
+                     nullable={"api_version"} | {f"data.object.{n}" for n in NULLABLE_CHARGE_FIELDS})
+        obj = event["data"]["object"]
+        self.assertEqual((obj["amount_refunded"], obj["refunded"]), (1000, False))
+        self.assert_error(self.post("/v1/refunds", {"payment_intent": pi["id"], "amount": "2001"}),
+                          400, code="amount_too_large")
+        rest = self.post("/v1/refunds", {"payment_intent": pi["id"]})
+        self.assertEqual(rest.json["amount"], 2000)
+        charge = self.get(f"/v1/charges/{pi['latest_charge']}").json
+        self.assertEqual((charge["amount_refunded"], charge["refunded"]), (3000, True))
+        self.assertEqual(self.get(f"/v1/refunds/{rest.json['id']}").json, rest.json)
+        self.assert_error(self.post("/v1/refunds", {"payment_intent": pi["id"]}), 400,
+                          code="charge_already_refunded")
+        unpaid = self.create().json
+        self.assert_error(self.post("/v1/refunds", {"payment_intent": unpaid["id"]}), 400,
+                          code="charge_not_refundable")
+
+    def test_disputes_open_and_close_with_signed_events(self):
+        pi = self._paid_intent()
+        r = http("POST", f"{self.base}/_standin/disputes",
+                 {"payment_intent": pi["id"]}, {})
+        self.assertEqual(r.status, 200, r.raw)
+        dispute = r.json
+        assert_shape(self, DISPUTE_FIXTURE, dispute)
+        self.assertEqual((dispute["payment_intent"], dispute["status"]), (pi["id"], "needs_response"))
+        created = self._event_of(dispute["id"], "charge.dispute.created")
+        self.assertEqual(created["data"]["object"]["id"], dispute["id"])
+        closed = http("POST", f"{self.base}/_standin/disputes/{dispute['id']}/close",
+                      {"status": "lost"}, {})
+        self.assertEqual(closed.json["status"], "lost")
+        event = self._event_of(dispute["id"], "charge.dispute.closed")
+        expected = copy.deepcopy(EVENT_FIXTURE)
+        expected["data"]["object"] = DISPUTE_FIXTURE
+        assert_shape(self, expected, event, nullable={"api_version"})
+        self.assertEqual(event["data"]["object"]["status"], "lost")
+        self.assertEqual(self.get(f"/v1/disputes/{dispute['id']}").json["status"], "lost")
+        again = http("POST", f"{self.base}/_standin/disputes/{dispute['id']}/close",
+                     {"status": "won"}, {})
+        self.assertEqual(again.status, 400)
+
+    def test_an_outage_drops_requests_naming_the_target_until_it_ends(self):
+        customer = self.post("/v1/customers", {}).json["id"]
+        http("POST", f"{self.base}/_standin/outage", {"target": customer, "down": "true"}, {})
+        with self.assertRaises((urllib.error.URLError, ConnectionError, OSError)):
+            http("DELETE", f"{self.base}/v1/customers/{customer}", None,
+                 {"Authorization": f"Bearer {API_KEY}"})
+        self.assertEqual(self.create().status, 200, "other requests are served")
+        http("POST", f"{self.base}/_standin/outage", {"target": customer, "down": "false"}, {})
+        r = http("DELETE", f"{self.base}/v1/customers/{customer}", None,
+                 {"Authorization": f"Bearer {API_KEY}"})
+        self.assertEqual(r.json["deleted"], True)
 
     def test_unknown_routes_are_404_in_stripe_error_shape(self):
         self.assert_error(self.get("/v1/customers"), 404)

@@ -80,6 +80,11 @@ STORES = {
         "table_env": "PAYMENTS_TABLE",
         "callers": None,
     },
+    "DynamoCustomers": {
+        "source": "shared/src/payments/customers.rs",
+        "table_env": "USERS_TABLE",
+        "callers": None,
+    },
 }
 
 # The secrets the code can ask for: `Need` variant -> the variable holding the secret's id (its
@@ -556,6 +561,11 @@ def _arn_table(resource) -> str | None:
         parts = target.split(".") if isinstance(target, str) else target
         if len(parts) == 2 and parts[1] == "Arn":
             return parts[0]
+    # A table's index: !Sub "${Table.Arn}/index/<name>" (Query on a global secondary index).
+    if isinstance(resource, dict) and isinstance(resource.get("Sub"), str):
+        m = re.fullmatch(r"\$\{(\w+)\.Arn\}/index/[A-Za-z0-9_.-]+", resource["Sub"])
+        if m:
+            return m.group(1)
     return None
 
 

@@ -1,11 +1,17 @@
-//! One conformance suite for every rate-limit store: the in-memory one always, the DynamoDB
-//! one against moto_server when the `e2e` feature is on (`make test` starts moto).
+//! One conformance suite for every rate-limit store and every payment ledger: the in-memory
+//! ones always, the DynamoDB ones against moto_server when the `e2e` feature is on (`make
+//! test` starts moto).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flowbotz_security::clock::ManualClock;
 use flowbotz_security::config::{BlockPolicy, RateLimit};
+use flowbotz_security::payments::customers::{CustomerStore, SetCustomer};
+use flowbotz_security::payments::memory::MemoryLedger;
+use flowbotz_security::payments::{
+    EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
+};
 use flowbotz_security::ratelimit::memory::MemoryStore;
 use flowbotz_security::ratelimit::window::{CounterUpdate, Step, Window};
 use flowbotz_security::ratelimit::{RateLimitStore, RateLimiter, Subject, UpdateOutcome, Verdict};
@@ -280,6 +286,310 @@ async fn suite(store: Arc<dyn RateLimitStore>) {
     steady_state_costs_one_request(store).await;
 }
 
+fn payment(
+    intent: &str,
+    event: &str,
+    status: PaymentStatus,
+    at: u64,
+    refunded: i64,
+    facts: bool,
+) -> PaymentUpdate {
+    PaymentUpdate {
+        intent_id: intent.to_string(),
+        user_id: facts.then(|| "conformance-user".to_string()),
+        facts: facts.then(|| PaymentFacts {
+            amount: 2000,
+            currency: "eur".into(),
+        }),
+        transition: Transition {
+            status,
+            event_created: at,
+            refunded_amount: refunded,
+        },
+        event_id: event.to_string(),
+    }
+}
+
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in orders(n - 1) {
+        for i in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(i, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+/// Every delivery order of four events (with a repeat) ends in the same record; erasure
+/// pseudonymises one user's records only; pending deletions are kept until removed.
+async fn ledger_suite(ledger: &dyn EventLedger) {
+    let run = flowbotz_tests::events::unique_ip().replace([':', '.'], "");
+    let sequence = |intent: &str| {
+        vec![
+            payment(
+                intent,
+                "evt_fail",
+                PaymentStatus::Failed,
+                1_800_000_000,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_ok",
+                PaymentStatus::Succeeded,
+                1_800_000_000,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_ref",
+                PaymentStatus::PartiallyRefunded,
+                1_800_000_050,
+                300,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_dis",
+                PaymentStatus::Disputed,
+                1_800_000_090,
+                0,
+                false,
+            ),
+        ]
+    };
+    let mut finals = Vec::new();
+    for (n, order) in orders(4).into_iter().enumerate() {
+        let intent = format!("pi_conf{run}x{n}");
+        let events = sequence(&intent);
+        for &i in order.iter().chain(std::iter::once(&order[n % 4])) {
+            ledger.apply_payment(&events[i]).await.expect("apply");
+        }
+        let mut r = ledger
+            .payment(&intent)
+            .await
+            .expect("read")
+            .expect("record");
+        r.intent_id.clear();
+        r.updates = 0;
+        finals.push(r);
+    }
+    assert_eq!(finals.len(), 24);
+    assert!(finals.windows(2).all(|w| w[0] == w[1]), "{:?}", finals[0]);
+    let f = &finals[0];
+    assert_eq!(
+        (
+            f.status.as_str(),
+            f.refunded_amount,
+            f.amount,
+            f.currency.as_deref()
+        ),
+        ("disputed", 300, Some(2000), Some("eur"))
+    );
+
+    // A payment attempt whose failure and the retry's success share the last second: every
+    // order ends succeeded, never failed.
+    let attempt = |intent: &str| {
+        vec![
+            payment(
+                intent,
+                "evt_new",
+                PaymentStatus::RequiresPaymentMethod,
+                1_800_000_000,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_proc",
+                PaymentStatus::Processing,
+                1_800_000_003,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_failed",
+                PaymentStatus::Failed,
+                1_800_000_005,
+                0,
+                true,
+            ),
+            payment(
+                intent,
+                "evt_paid",
+                PaymentStatus::Succeeded,
+                1_800_000_005,
+                0,
+                true,
+            ),
+        ]
+    };
+    for (n, order) in orders(4).into_iter().enumerate() {
+        let intent = format!("pi_att{run}x{n}");
+        let events = attempt(&intent);
+        for &i in order.iter().chain(std::iter::once(&order[(n + 1) % 4])) {
+            ledger.apply_payment(&events[i]).await.expect("apply");
+        }
+        let r = ledger
+            .payment(&intent)
+            .await
+            .expect("read")
+            .expect("record");
+        assert_eq!(
+            (r.status.as_str(), r.last_event_id.as_str()),
+            ("succeeded", "evt_paid"),
+            "order {order:?}"
+        );
+    }
+    assert_eq!(f.user_id.as_deref(), Some("conformance-user"));
+
+    let mine = format!("conf-user-{run}");
+    let theirs = format!("conf-other-{run}");
+    for (intent, user) in [("a", &mine), ("b", &mine), ("c", &theirs)] {
+        let mut u = payment(
+            &format!("pi_{intent}{run}"),
+            "evt_1",
+            PaymentStatus::Succeeded,
+            1_800_000_000,
+            0,
+            true,
+        );
+        u.user_id = Some(user.clone());
+        ledger.apply_payment(&u).await.expect("apply");
+    }
+    assert_eq!(
+        ledger
+            .pseudonymise_user(&mine, 1_800_000_500)
+            .await
+            .expect("erase"),
+        2
+    );
+    let a = ledger
+        .payment(&format!("pi_a{run}"))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(
+        (a.user_id, a.erased_at, a.amount),
+        (None, Some(1_800_000_500), Some(2000))
+    );
+    assert_eq!(a.status, "succeeded");
+    let mut late = payment(
+        &format!("pi_a{run}"),
+        "evt_2",
+        PaymentStatus::Refunded,
+        1_800_000_600,
+        2000,
+        true,
+    );
+    late.user_id = Some(mine.clone());
+    ledger.apply_payment(&late).await.expect("apply");
+    let a = ledger
+        .payment(&format!("pi_a{run}"))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(
+        (a.user_id, a.status.as_str()),
+        (None, "refunded"),
+        "a late event does not re-link the user"
+    );
+    let c = ledger
+        .payment(&format!("pi_c{run}"))
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(c.user_id.as_deref(), Some(theirs.as_str()));
+    assert_eq!(
+        ledger
+            .pseudonymise_user(&mine, 1_800_000_700)
+            .await
+            .expect("again"),
+        0
+    );
+
+    let customer = format!("cus_conf{run}");
+    ledger
+        .add_pending_deletion(&customer, 1_800_000_000)
+        .await
+        .expect("add");
+    ledger
+        .add_pending_deletion(&customer, 1_800_000_001)
+        .await
+        .expect("add twice");
+    let pending = ledger.pending_deletions(1000).await.expect("list");
+    assert_eq!(pending.iter().filter(|c| **c == customer).count(), 1);
+    ledger
+        .remove_pending_deletion(&customer)
+        .await
+        .expect("remove");
+    assert!(
+        !ledger
+            .pending_deletions(1000)
+            .await
+            .expect("list")
+            .contains(&customer)
+    );
+}
+
+/// The first customer stored on an account wins; an erased account takes none.
+async fn customer_suite(
+    store: &dyn CustomerStore,
+    users: &dyn flowbotz_security::accounts::UserStore,
+) {
+    let run = flowbotz_tests::events::unique_ip().replace([':', '.'], "");
+    let user = format!("conf-customer-{run}");
+    let email = format!("{user}@example.com");
+    users
+        .create(&flowbotz_security::accounts::UserRecord {
+            user_id: user.clone(),
+            email: email.clone(),
+            password_hash: "x".into(),
+            name: None,
+            created_at: 1,
+        })
+        .await
+        .expect("create");
+    let owner = store.owner(&user).await.expect("read").expect("owner");
+    assert_eq!(
+        (owner.email.as_str(), owner.customer_id),
+        (email.as_str(), None)
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_A").await.expect("set"),
+        SetCustomer::Stored
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_A").await.expect("again"),
+        SetCustomer::Stored
+    );
+    assert_eq!(
+        store.set_customer(&user, "cus_B").await.expect("race"),
+        SetCustomer::Existing("cus_A".into())
+    );
+    let owner = store.owner(&user).await.expect("read").expect("owner");
+    assert_eq!(owner.customer_id.as_deref(), Some("cus_A"));
+    assert!(users.erase(&user).await.expect("erase"));
+    assert_eq!(store.owner(&user).await.expect("read"), None);
+    assert_eq!(
+        store.set_customer(&user, "cus_C").await.expect("gone"),
+        SetCustomer::NoAccount
+    );
+}
+
+#[tokio::test]
+async fn memory_ledger_conforms() {
+    ledger_suite(&MemoryLedger::new()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {
     suite(Arc::new(MemoryStore::new())).await;
@@ -293,6 +603,30 @@ mod dynamodb {
 
     fn table() -> String {
         std::env::var("RATE_LIMIT_TABLE").unwrap_or_else(|_| "flowbotz-rate-limits".into())
+    }
+
+    #[tokio::test]
+    async fn dynamodb_customers_conform_against_moto() {
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let c = client(Duration::from_secs(3)).await;
+        customer_suite(
+            &flowbotz_security::payments::customers::dynamodb::DynamoCustomers::new(
+                c.clone(),
+                table.clone(),
+            ),
+            &flowbotz_security::accounts::dynamodb::DynamoUserStore::new(c, table),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn dynamodb_ledger_conforms_against_moto() {
+        let table = std::env::var("PAYMENTS_TABLE").unwrap_or_else(|_| "flowbotz-payments".into());
+        let c = client(Duration::from_secs(3)).await;
+        ledger_suite(&flowbotz_security::payments::dynamodb::DynamoLedger::new(
+            c, table,
+        ))
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -58,6 +58,11 @@ pub struct Endpoint {
     pub store_failure: StoreFailure,
     /// Whether the route handles credentials or payments (flagged in logs).
     pub security_sensitive: bool,
+    /// Whether rate-limit violations here count towards an IP block and a block refuses the
+    /// request. `false` only where the request authenticates itself and a block would drop
+    /// legitimate traffic from a few shared addresses (the Stripe webhook): such an endpoint
+    /// is still rate limited per IP.
+    pub ip_block: bool,
 }
 
 /// What the pipeline learned about a request, handed to the handler.
@@ -297,8 +302,13 @@ impl Pipeline {
             });
         }
         let limits = self.config.endpoint(self.endpoint.name);
-        self.rate_limit(Subject::Ip(&ctx.client_ip.clone()), ctx, decision)
-            .await?;
+        let ip = ctx.client_ip.clone();
+        let subject = if self.endpoint.ip_block {
+            Subject::Ip(&ip)
+        } else {
+            Subject::UnblockableIp(&ip)
+        };
+        self.rate_limit(subject, ctx, decision).await?;
         guard::check_body(
             self.endpoint.body,
             limits.body_bytes,
@@ -390,6 +400,9 @@ impl Pipeline {
             Verdict::Blocked => Err(ApiError::IpBlocked { retry_after }),
             Verdict::Limited => {
                 tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "rate_limit.exceeded", "rate limit exceeded");
+                if !self.endpoint.ip_block {
+                    return Err(ApiError::RateLimited { retry_after });
+                }
                 match limiter.record_violation(&ctx.client_ip).await {
                     Ok(Some(secs)) => {
                         tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "ip.blocked", block_secs = secs, "ip blocked")

@@ -37,6 +37,7 @@ const HEALTH: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Open,
     security_sensitive: false,
+    ip_block: true,
 };
 
 /// The chat function's policy: bearer, CSRF and per-user limit, the pipeline's longest path.
@@ -50,6 +51,7 @@ const CHAT: Endpoint = Endpoint {
     per_user_limit: true,
     store_failure: StoreFailure::Open,
     security_sensitive: true,
+    ip_block: true,
 };
 
 struct Ok200;

@@ -12,6 +12,10 @@ positive cases that honour the rules of `openapi.yaml` that JSON Schema cannot e
   body limit (`x-policy.body_limit_bytes`), chat's 32,000 characters in all, and a password
   strong enough for registration. Negative cases are sent as generated.
 - Header values stay within what the local transport carries (see schemathesis.toml).
+- `POST /api/payments/create-payment-intent` takes no `customer`, `payment_method` or
+  `receipt_email` (the server owns the customer and the receipt address; `receipt: true` asks for
+  a receipt): the document's schema says so with `additionalProperties: false`, so generated cases
+  that add them are negative cases, sent as generated and expected to be refused with 400.
 
 Nothing here relaxes a check: every schemathesis check runs on every response.
 """

@@ -26,6 +26,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     // Without the store nothing bounds spend: chat fails closed like the auth endpoints.
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 const MAX_MESSAGES: usize = 50;

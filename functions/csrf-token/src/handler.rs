@@ -15,6 +15,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 pub(crate) struct CsrfToken {

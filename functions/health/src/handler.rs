@@ -15,6 +15,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Open,
     security_sensitive: false,
+    ip_block: true,
 };
 
 /// The whole answer: liveness only. The environment and version would tell a stranger which

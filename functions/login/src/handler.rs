@@ -24,6 +24,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 #[derive(Deserialize, Validate)]

@@ -13,7 +13,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use validator::{Validate, ValidationError};
 
+use crate::customer::Customers;
 use crate::provider::{IntentRequest, Intents, ProviderError, Settings};
+use flowbotz_security::payments::customers::{
+    CustomerStore, SetCustomer, customer_idempotency_key,
+};
+use flowbotz_security::ratelimit::StoreError;
 
 pub(crate) const ENDPOINT: Endpoint = Endpoint {
     name: "payment-intent",
@@ -25,32 +30,12 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: true,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 /// Without an `Idempotency-Key`, identical requests of one user within this many seconds are
 /// one intent, so a retried request cannot create a second one.
 const DERIVED_KEY_WINDOW_SECS: u64 = 600;
-
-fn id_with_prefix(value: &str, prefix: &str) -> bool {
-    value.len() <= 255
-        && value
-            .strip_prefix(prefix)
-            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
-fn customer_id(v: &str) -> Result<(), ValidationError> {
-    id_with_prefix(v, "cus_").then_some(()).ok_or_else(|| {
-        ValidationError::new("pattern")
-            .with_message("must look like cus_ followed by letters and digits".into())
-    })
-}
-
-fn payment_method_id(v: &str) -> Result<(), ValidationError> {
-    id_with_prefix(v, "pm_").then_some(()).ok_or_else(|| {
-        ValidationError::new("pattern")
-            .with_message("must look like pm_ followed by letters and digits".into())
-    })
-}
 
 fn metadata_rules(m: &HashMap<String, String>) -> Result<(), ValidationError> {
     let fail = |msg: &'static str| Err(ValidationError::new("metadata").with_message(msg.into()));
@@ -84,35 +69,73 @@ struct IntentBody {
     currency: Option<String>,
     #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
     description: Option<String>,
-    #[validate(
-        email(message = "must be a valid email address"),
-        length(max = 254, message = "must be at most 254 characters")
-    )]
-    receipt_email: Option<String>,
-    #[validate(custom(function = "customer_id"))]
-    customer: Option<String>,
-    #[validate(custom(function = "payment_method_id"))]
-    payment_method: Option<String>,
+    /// `true`: Stripe mails a receipt to the account's own address (never one from the
+    /// request).
+    receipt: Option<bool>,
     #[validate(custom(function = "metadata_rules"))]
     metadata: Option<HashMap<String, String>>,
 }
 
+/// Stripe's PaymentIntents and Customers APIs (one client in production).
+pub(crate) struct Stripe {
+    pub(crate) intents: Arc<dyn Intents>,
+    pub(crate) customers: Arc<dyn Customers>,
+}
+
 pub(crate) struct PaymentIntent {
-    stripe: Option<Arc<dyn Intents>>,
+    stripe: Option<Stripe>,
+    owners: Arc<dyn CustomerStore>,
     clock: Arc<dyn Clock>,
     settings: Settings,
 }
 
 impl PaymentIntent {
     pub(crate) fn new(
-        stripe: Option<Arc<dyn Intents>>,
+        stripe: Option<Stripe>,
+        owners: Arc<dyn CustomerStore>,
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Self {
         Self {
             stripe,
+            owners,
             clock,
             settings,
+        }
+    }
+
+    /// The caller's email and Stripe customer, creating the customer on first need. Racing
+    /// instances send the same idempotency key (one customer at Stripe) and the conditional
+    /// write keeps the first id stored.
+    async fn owner(&self, stripe: &Stripe, user: &str) -> Result<(String, String), ApiError> {
+        let store_error = |e: StoreError| ApiError::ServiceUnavailable {
+            reason: format!("user store: {e}"),
+            retry_after: 1,
+        };
+        let gone = || ApiError::Unauthorized("account no longer exists");
+        let owner = self
+            .owners
+            .owner(user)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(gone)?;
+        if let Some(customer) = owner.customer_id {
+            return Ok((owner.email, customer));
+        }
+        let created = stripe
+            .customers
+            .create_customer(user, &customer_idempotency_key(user))
+            .await
+            .map_err(provider_error)?;
+        match self
+            .owners
+            .set_customer(user, &created)
+            .await
+            .map_err(store_error)?
+        {
+            SetCustomer::Stored => Ok((owner.email, created)),
+            SetCustomer::Existing(customer) => Ok((owner.email, customer)),
+            SetCustomer::NoAccount => Err(gone()),
         }
     }
 
@@ -192,17 +215,17 @@ fn provider_error(e: ProviderError) -> ApiError {
     match e {
         ProviderError::Invalid { param, code } => {
             let field = match param.as_deref() {
-                Some(
-                    p @ ("amount" | "currency" | "customer" | "payment_method" | "receipt_email"
-                    | "description"),
-                ) => p,
+                Some(p @ ("amount" | "currency" | "description")) => p,
+                // The server sets these; Stripe refusing them is not the client's error.
+                Some(p @ ("customer" | "receipt_email")) => {
+                    return ApiError::BadGateway(format!("stripe refused the server's {p}"));
+                }
                 Some(p) if p.starts_with("metadata") => "metadata",
                 _ => "body",
             };
             let message = match code.as_deref() {
                 Some("amount_too_small") => "is below the minimum the payment provider accepts",
                 Some("amount_too_large") => "is above the maximum the payment provider accepts",
-                Some("resource_missing") => "does not exist at the payment provider",
                 _ => "was refused by the payment provider",
             };
             ApiError::Validation(vec![FieldError::new(field, message)])
@@ -236,19 +259,19 @@ impl Handler for PaymentIntent {
                 retry_after: 60,
             });
         };
+        let (email, customer) = self.owner(stripe, &user).await?;
         let mut metadata = body.metadata.unwrap_or_default();
         metadata.insert("user_id".into(), user.clone());
         let request = IntentRequest {
             amount: body.amount.unwrap_or_default(),
             currency: body.currency.unwrap_or_default(),
             description: body.description,
-            receipt_email: body.receipt_email,
-            customer: body.customer,
-            payment_method: body.payment_method,
+            receipt_email: body.receipt.unwrap_or(false).then_some(email),
+            customer,
             metadata,
         };
         let started = std::time::Instant::now();
-        let result = stripe.create(&request, &key).await;
+        let result = stripe.intents.create(&request, &key).await;
         tracing::info!(request_id = %ctx.request_id, user_id = %user, upstream = "stripe", ok = result.is_ok(), latency_ms = started.elapsed().as_millis() as u64, "stripe create payment intent");
         let intent = result.map_err(provider_error)?;
         Ok(json(
@@ -270,6 +293,7 @@ mod tests {
     use crate::provider::CreatedIntent;
     use async_trait::async_trait;
     use flowbotz_security::clock::ManualClock;
+    use flowbotz_security::payments::customers::MemoryCustomers;
     use flowbotz_security::session::Sessions;
     use flowbotz_security::{Config, Environment, Pipeline};
     use flowbotz_tests::events::{Event, SHAPES};
@@ -280,7 +304,20 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         calls: Mutex<Vec<(IntentRequest, String)>>,
+        customers: Mutex<Vec<(String, String)>>,
         fail: Option<ProviderError>,
+    }
+
+    #[async_trait]
+    impl Customers for Fake {
+        async fn create_customer(&self, user: &str, key: &str) -> Result<String, ProviderError> {
+            self.customers
+                .lock()
+                .expect("lock")
+                .push((user.to_string(), key.to_string()));
+            // Stripe's idempotency: one key, one customer.
+            Ok(format!("cus_{}", &key[key.len() - 12..]))
+        }
     }
 
     #[async_trait]
@@ -311,11 +348,18 @@ mod tests {
         pipeline: Pipeline,
         handler: PaymentIntent,
         fake: Arc<Fake>,
+        owners: Arc<MemoryCustomers>,
         bearer: String,
         csrf: String,
     }
 
     fn setup(fail: Option<ProviderError>) -> Setup {
+        let owners = Arc::new(MemoryCustomers::new());
+        owners.insert("u-1", "owner@example.com");
+        setup_with(fail, owners)
+    }
+
+    fn setup_with(fail: Option<ProviderError>, owners: Arc<MemoryCustomers>) -> Setup {
         let config = Arc::new(
             Config::from_lookup(|k| match k {
                 "ENVIRONMENT" => Some("development".into()),
@@ -336,11 +380,16 @@ mod tests {
             ..Default::default()
         });
         let settings = Settings::from_lookup(Environment::Development, |_| None).expect("settings");
-        let handler = PaymentIntent::new(Some(fake.clone()), clock, settings);
+        let stripe = Stripe {
+            intents: fake.clone(),
+            customers: fake.clone(),
+        };
+        let handler = PaymentIntent::new(Some(stripe), owners.clone(), clock, settings);
         Setup {
             pipeline: Pipeline::new(ENDPOINT, config).with_sessions(sessions),
             handler,
             fake,
+            owners,
             bearer,
             csrf,
         }
@@ -403,18 +452,6 @@ mod tests {
             (json!({"amount": 100, "currency": "jpy"}), "currency"),
             (json!({"amount": 100, "currency": "USD"}), "currency"),
             (
-                json!({"amount": 100, "currency": "usd", "customer": "cus_x' OR 1=1"}),
-                "customer",
-            ),
-            (
-                json!({"amount": 100, "currency": "usd", "payment_method": "card_123"}),
-                "payment_method",
-            ),
-            (
-                json!({"amount": 100, "currency": "usd", "receipt_email": "nope"}),
-                "receipt_email",
-            ),
-            (
                 json!({"amount": 100, "currency": "usd", "metadata": {"user_id": "someone-else"}}),
                 "metadata",
             ),
@@ -446,15 +483,90 @@ mod tests {
         )
         .await;
         assert_eq!(status, 422);
+        for extra in [
+            json!({"admin": true}),
+            json!({"customer": "cus_victim"}),
+            json!({"payment_method": "pm_victim"}),
+            json!({"receipt_email": "anyone@example.org"}),
+            json!({"receipt": "yes"}),
+        ] {
+            let mut body = json!({"amount": 100, "currency": "usd"});
+            for (k, v) in extra.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            let (status, v) = call(&s, &body, &[], 1).await;
+            assert!(status == 400 || status == 422, "{body}: {status} {v}");
+        }
+        assert!(s.fake.calls.lock().expect("lock").is_empty());
+        assert!(s.fake.customers.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn given_a_user_when_paying_twice_then_one_server_customer_and_receipts_to_the_owner_only()
+     {
+        let s = setup(None);
+        let body = json!({"amount": 2000, "currency": "usd"});
+        let (status, v) = call(&s, &body, &[], 0).await;
+        assert_eq!(status, 200, "{v}");
         let (status, _) = call(
             &s,
-            &json!({"amount": 100, "currency": "usd", "admin": true}),
+            &json!({"amount": 2100, "currency": "usd", "receipt": true}),
             &[],
             1,
         )
         .await;
-        assert_eq!(status, 400);
-        assert!(s.fake.calls.lock().expect("lock").is_empty());
+        assert_eq!(status, 200);
+        let created = s.fake.customers.lock().expect("lock").clone();
+        assert_eq!(created.len(), 1, "the customer is created once");
+        assert_eq!(created[0].1, customer_idempotency_key("u-1"));
+        let stored = s.owners.owner("u-1").await.expect("read").expect("owner");
+        let customer = stored.customer_id.expect("stored");
+        let calls = s.fake.calls.lock().expect("lock");
+        assert!(calls.iter().all(|c| c.0.customer == customer));
+        assert_eq!(calls[0].0.receipt_email, None);
+        assert_eq!(
+            calls[1].0.receipt_email.as_deref(),
+            Some("owner@example.com")
+        );
+    }
+
+    #[tokio::test]
+    async fn given_two_instances_racing_on_the_first_payment_then_one_customer_is_used() {
+        let owners = Arc::new(MemoryCustomers::new());
+        owners.insert("u-1", "owner@example.com");
+        let a = setup_with(None, owners.clone());
+        let b = setup_with(None, owners.clone());
+        let body = json!({"amount": 2000, "currency": "usd"});
+        let ((sa, _), (sb, _)) = tokio::join!(call(&a, &body, &[], 0), call(&b, &body, &[], 1));
+        assert_eq!((sa, sb), (200, 200));
+        let ka = a.fake.customers.lock().expect("lock").clone();
+        let kb = b.fake.customers.lock().expect("lock").clone();
+        for (k, _) in ka.iter().chain(kb.iter()).map(|c| (&c.1, ())) {
+            assert_eq!(k, &customer_idempotency_key("u-1"));
+        }
+        let ca = a.fake.calls.lock().expect("lock")[0].0.customer.clone();
+        let cb = b.fake.calls.lock().expect("lock")[0].0.customer.clone();
+        assert_eq!(ca, cb);
+        // A customer already stored by another instance wins over a newly created one.
+        let late = Arc::new(MemoryCustomers::new());
+        late.insert("u-1", "owner@example.com");
+        late.set_customer("u-1", "cus_winner").await.expect("set");
+        let c = setup_with(None, late);
+        let (status, _) = call(&c, &body, &[], 0).await;
+        assert_eq!(status, 200);
+        assert!(c.fake.customers.lock().expect("lock").is_empty());
+        assert_eq!(
+            c.fake.calls.lock().expect("lock")[0].0.customer,
+            "cus_winner"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_an_erased_account_when_paying_then_401_and_stripe_is_not_called() {
+        let s = setup_with(None, Arc::new(MemoryCustomers::new()));
+        let (status, _) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 0).await;
+        assert_eq!(status, 401);
+        assert!(s.fake.customers.lock().expect("lock").is_empty());
     }
 
     #[tokio::test]
@@ -492,6 +604,15 @@ mod tests {
                 422,
             ),
             (ProviderError::IdempotencyConflict, 422),
+            (
+                // The server names the customer: Stripe refusing it is not the client's error,
+                // and no answer tells which customer ids exist.
+                ProviderError::Invalid {
+                    param: Some("customer".into()),
+                    code: Some("resource_missing".into()),
+                },
+                502,
+            ),
             (ProviderError::RateLimited, 503),
             (ProviderError::Timeout, 504),
             (

@@ -1,5 +1,6 @@
 //! `POST /api/payments/create-payment-intent`: a validated Stripe PaymentIntent for the caller.
 
+mod customer;
 mod handler;
 mod provider;
 
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
+use flowbotz_security::payments::customers::dynamodb::DynamoCustomers;
 use flowbotz_security::revocation::dynamodb::DynamoSessionStore;
 use flowbotz_security::session::Sessions;
 use flowbotz_security::{Pipeline, runtime};
@@ -19,6 +21,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = provider::Settings::from_env(config.environment)?;
     let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let stripe = provider::StripeIntents::new(&settings, &secrets)?;
+    let owners = Arc::new(DynamoCustomers::new(client.clone(), &config.tables.users));
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
         .with_session_store(Arc::new(DynamoSessionStore::new(
             client.clone(),
@@ -32,7 +35,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         )?)
         .with_secrets(secrets);
     let handler = handler::PaymentIntent::new(
-        stripe.map(|s| Arc::new(s) as _),
+        stripe.map(Arc::new).map(|s| handler::Stripe {
+            intents: s.clone(),
+            customers: s,
+        }),
+        owners,
         Arc::new(SystemClock),
         settings,
     );

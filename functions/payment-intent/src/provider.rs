@@ -2,27 +2,25 @@
 //! is tested without a network.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use flowbotz_security::config::{ConfigError, Need};
+use flowbotz_security::Environment;
+use flowbotz_security::config::ConfigError;
+use flowbotz_security::payments::stripe::{StripeClient, StripeSettings};
 use flowbotz_security::secrets::Secrets;
-use flowbotz_security::{Environment, Secret};
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe::{Client, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_core::payment_intent::CreatePaymentIntent;
 
 /// The function's payment settings, from the environment.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// `STRIPE_API_BASE`: Stripe's API base URL (the local stand-in in development).
-    pub(crate) api_base: Option<String>,
+    /// How the Stripe client reaches Stripe (`STRIPE_API_BASE` in development,
+    /// `STRIPE_TIMEOUT_MS`).
+    pub(crate) stripe: StripeSettings,
     /// `PAYMENT_MAX_AMOUNT`: the largest amount in minor units (default 1,000,000).
     pub(crate) max_amount: i64,
     /// `PAYMENT_CURRENCIES`: allowed currencies, comma-separated (default usd,eur,gbp).
     pub(crate) currencies: Vec<String>,
-    /// `STRIPE_TIMEOUT_MS`: bound on each Stripe request (default 5,000).
-    pub(crate) timeout: Duration,
 }
 
 impl Settings {
@@ -60,10 +58,9 @@ impl Settings {
             });
         }
         Ok(Self {
-            api_base: get("STRIPE_API_BASE").filter(|_| !env.is_deployed()),
+            stripe: StripeSettings::from_lookup(env, &get)?,
             max_amount: number("PAYMENT_MAX_AMOUNT", 1_000_000)? as i64,
             currencies,
-            timeout: Duration::from_millis(number("STRIPE_TIMEOUT_MS", 5_000)?),
         })
     }
 }
@@ -74,9 +71,10 @@ pub(crate) struct IntentRequest {
     pub(crate) amount: i64,
     pub(crate) currency: String,
     pub(crate) description: Option<String>,
+    /// The account's own address, set by the server when the client asks for a receipt.
     pub(crate) receipt_email: Option<String>,
-    pub(crate) customer: Option<String>,
-    pub(crate) payment_method: Option<String>,
+    /// The account's server-owned customer.
+    pub(crate) customer: String,
     pub(crate) metadata: HashMap<String, String>,
 }
 
@@ -117,74 +115,27 @@ pub(crate) trait Intents: Send + Sync {
     ) -> Result<CreatedIntent, ProviderError>;
 }
 
-/// A Stripe client on the secret key in use (`STRIPE_SECRET_KEY_ID`), built again when a
-/// refresh of the secrets brings a new key.
-pub(crate) struct LiveClient {
-    secrets: Secrets,
-    settings: Settings,
-    built: Mutex<Option<(u64, Client)>>,
-}
-
-impl LiveClient {
-    /// The client of the current key.
-    pub(crate) fn get(&self) -> Result<Client, ProviderError> {
-        let snapshot = self.secrets.snapshot();
-        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((generation, client)) = built.as_ref()
-            && *generation == snapshot.generation()
-        {
-            return Ok(client.clone());
-        }
-        let key = snapshot
-            .get(Need::StripeSecretKey)
-            .ok_or_else(|| ProviderError::Unavailable("no Stripe key".into()))?;
-        let client = build_client(&key.current, &self.settings)
-            .map_err(|_| ProviderError::Unavailable("stripe client not built".into()))?;
-        *built = Some((snapshot.generation(), client.clone()));
-        Ok(client)
-    }
-}
-
-fn build_client(key: &Secret, settings: &Settings) -> Result<Client, ConfigError> {
-    let mut builder = ClientBuilder::new(key.expose()).timeout(settings.timeout);
-    if let Some(base) = &settings.api_base {
-        let base = if base.ends_with('/') {
-            base.clone()
-        } else {
-            format!("{base}/")
-        };
-        builder = builder.url(base);
-    }
-    builder.build().map_err(|_| ConfigError::Invalid {
-        var: "STRIPE_API_BASE".into(),
-        reason: "the Stripe client could not be built".into(),
-    })
-}
-
 /// Stripe through async-stripe.
 pub(crate) struct StripeIntents {
-    client: LiveClient,
+    pub(crate) client: StripeClient,
 }
 
 impl StripeIntents {
     /// The client, or `None` when no key is configured (development only: the configuration
     /// refuses the rest).
     pub(crate) fn new(settings: &Settings, secrets: &Secrets) -> Result<Option<Self>, ConfigError> {
-        let Some(key) = secrets.snapshot().get(Need::StripeSecretKey).cloned() else {
-            return Ok(None);
-        };
-        let client = build_client(&key.current, settings)?;
-        Ok(Some(Self {
-            client: LiveClient {
-                secrets: secrets.clone(),
-                settings: settings.clone(),
-                built: Mutex::new(Some((secrets.snapshot().generation(), client))),
-            },
-        }))
+        Ok(StripeClient::new(settings.stripe.clone(), secrets)?.map(|client| Self { client }))
+    }
+
+    /// The client of the Stripe key in use now.
+    pub(crate) fn client(&self) -> Result<Client, ProviderError> {
+        self.client
+            .get()
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))
     }
 }
 
-fn classify(err: StripeError) -> ProviderError {
+pub(crate) fn classify(err: StripeError) -> ProviderError {
     match err {
         StripeError::Stripe(api, status) => {
             let kind = api.type_.as_str().to_string();
@@ -237,18 +188,13 @@ impl Intents for StripeIntents {
         if let Some(e) = &req.receipt_email {
             create = create.receipt_email(e);
         }
-        if let Some(c) = &req.customer {
-            create = create.customer(c);
-        }
-        if let Some(pm) = &req.payment_method {
-            create = create.payment_method(pm);
-        }
+        create = create.customer(&req.customer);
         let key = IdempotencyKey::new(idempotency_key)
             .map_err(|_| ProviderError::Unavailable("invalid idempotency key".into()))?;
         let intent = create
             .customize()
             .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client.get()?)
+            .send(&self.client()?)
             .await
             .map_err(classify)?;
         Ok(CreatedIntent {

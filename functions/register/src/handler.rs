@@ -22,6 +22,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: true,
 };
 
 /// The one answer to every well-formed registration, new email or not.

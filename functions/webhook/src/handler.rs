@@ -5,7 +5,9 @@ use flowbotz_security::clock::Clock;
 use flowbotz_security::config::{ConfigError, Need};
 use flowbotz_security::guard::BodyKind;
 use flowbotz_security::payments::signature::{self, DEFAULT_TOLERANCE_SECS};
-use flowbotz_security::payments::{Claim, EventLedger, PaymentUpdate};
+use flowbotz_security::payments::{
+    Claim, EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
+};
 use flowbotz_security::pipeline::{body_bytes, json};
 use flowbotz_security::secrets::Secrets;
 use flowbotz_security::validate::integer;
@@ -24,6 +26,7 @@ pub(crate) const ENDPOINT: Endpoint = Endpoint {
     per_user_limit: false,
     store_failure: StoreFailure::Closed,
     security_sensitive: true,
+    ip_block: false,
 };
 
 /// How long one delivery may hold an event before a retry may take it over.
@@ -110,6 +113,38 @@ struct IntentObject {
     metadata: HashMap<String, serde_json::Value>,
 }
 
+#[derive(Deserialize)]
+struct ChargeObject {
+    payment_intent: Option<String>,
+    #[serde(deserialize_with = "integer::required")]
+    amount: i64,
+    #[serde(deserialize_with = "integer::required")]
+    amount_refunded: i64,
+    currency: String,
+    refunded: bool,
+    #[serde(default)]
+    metadata: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct DisputeObject {
+    payment_intent: Option<String>,
+    status: String,
+}
+
+fn user_of(metadata: &HashMap<String, serde_json::Value>) -> Option<String> {
+    metadata
+        .get("user_id")
+        .and_then(|v| v.as_str())
+        .filter(|u| !u.is_empty() && u.len() <= 255)
+        .map(str::to_string)
+}
+
+fn object<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, ApiError> {
+    serde_json::from_value(event.data.object.clone())
+        .map_err(|_| ApiError::BadRequest("The event's object is incomplete.".into()))
+}
+
 /// A ledger failure: 503, so Stripe retries the delivery; the cause goes to the log only.
 fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::ServiceUnavailable {
@@ -141,37 +176,77 @@ impl Webhook {
     /// before the event is claimed, so a malformed event is refused even when its id was
     /// already processed.
     fn update(event: &Event) -> Result<Option<PaymentUpdate>, ApiError> {
-        if !matches!(
-            event.kind.as_str(),
+        let transition = |status, refunded_amount| Transition {
+            status,
+            event_created: event.created,
+            refunded_amount,
+        };
+        let (intent_id, user_id, facts, transition) = match event.kind.as_str() {
             "payment_intent.succeeded"
-                | "payment_intent.payment_failed"
-                | "payment_intent.canceled"
-        ) {
+            | "payment_intent.payment_failed"
+            | "payment_intent.canceled"
+            | "payment_intent.processing"
+            | "payment_intent.requires_action"
+            | "payment_intent.amount_capturable_updated"
+            | "payment_intent.created" => {
+                let intent: IntentObject = object(event)?;
+                let status = if event.kind == "payment_intent.payment_failed" {
+                    PaymentStatus::Failed
+                } else {
+                    match PaymentStatus::from_intent_status(&intent.status) {
+                        Some(s) => s,
+                        None => return Ok(None),
+                    }
+                };
+                let user = user_of(&intent.metadata);
+                let facts = PaymentFacts {
+                    amount: intent.amount,
+                    currency: intent.currency,
+                };
+                (Some(intent.id), user, Some(facts), transition(status, 0))
+            }
+            "charge.refunded" => {
+                let charge: ChargeObject = object(event)?;
+                let status = if charge.refunded {
+                    PaymentStatus::Refunded
+                } else {
+                    PaymentStatus::PartiallyRefunded
+                };
+                let user = user_of(&charge.metadata);
+                let facts = PaymentFacts {
+                    amount: charge.amount,
+                    currency: charge.currency,
+                };
+                let t = transition(status, charge.amount_refunded.max(0));
+                (charge.payment_intent, user, Some(facts), t)
+            }
+            "charge.dispute.created" | "charge.dispute.closed" => {
+                let dispute: DisputeObject = object(event)?;
+                let status = match (event.kind.as_str(), dispute.status.as_str()) {
+                    ("charge.dispute.created", _) => PaymentStatus::Disputed,
+                    (_, "won") => PaymentStatus::DisputeWon,
+                    (_, "lost") => PaymentStatus::DisputeLost,
+                    _ => return Ok(None),
+                };
+                (dispute.payment_intent, None, None, transition(status, 0))
+            }
+            _ => return Ok(None),
+        };
+        let Some(intent_id) = intent_id else {
             return Ok(None);
-        }
-        let intent: IntentObject =
-            serde_json::from_value(event.data.object.clone()).map_err(|_| {
-                ApiError::BadRequest("The event's payment intent is incomplete.".into())
-            })?;
-        if intent.id.is_empty() || intent.id.len() > 255 {
+        };
+        if intent_id.is_empty() || intent_id.len() > 255 {
             return Err(ApiError::BadRequest(
                 "The event's payment intent id is invalid.".into(),
             ));
         }
-        let update = PaymentUpdate {
-            intent_id: intent.id,
-            user_id: intent
-                .metadata
-                .get("user_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
-            amount: intent.amount,
-            currency: intent.currency,
-            status: intent.status,
+        Ok(Some(PaymentUpdate {
+            intent_id,
+            user_id,
+            facts,
+            transition,
             event_id: event.id.clone(),
-            event_created: event.created,
-        };
-        Ok(Some(update))
+        }))
     }
 }
 
@@ -346,8 +421,8 @@ mod tests {
             .expect("read")
             .expect("record");
         assert_eq!(record.updates, 1);
-        assert_eq!(record.update.status, "succeeded");
-        assert_eq!(record.update.user_id.as_deref(), Some("u-1"));
+        assert_eq!(record.status, "succeeded");
+        assert_eq!(record.user_id.as_deref(), Some("u-1"));
     }
 
     #[tokio::test]
@@ -452,8 +527,8 @@ mod tests {
             .await
             .expect("read")
             .expect("record");
-        assert_eq!(record.update.amount, 2000);
-        assert_eq!(record.update.event_created, 1_800_000_000);
+        assert_eq!(record.amount, Some(2000));
+        assert_eq!(record.last_event_created, 1_800_000_000);
 
         for (id, object) in [
             ("evt_8", serde_json::json!({"amount": 20.5})),
@@ -478,6 +553,291 @@ mod tests {
         untyped["type"] = "".into();
         let resp = p.serve(deliver(untyped.to_string(), 0), &h).await;
         assert_eq!(resp.status(), 400, "an empty event type");
+    }
+
+    /// A signed event of `kind` about pi_123 created at `at`, with `object` fields over the
+    /// fixture of its object type.
+    fn sequence_event(id: &str, kind: &str, at: u64, object: serde_json::Value) -> String {
+        let mut e: serde_json::Value = serde_json::from_str(&event_json(id, kind)).expect("json");
+        e["created"] = at.into();
+        if kind.starts_with("charge.") {
+            e["data"]["object"] = serde_json::json!({
+                "id": "ch_1", "object": if kind == "charge.refunded" { "charge" } else { "dispute" },
+                "payment_intent": "pi_123", "amount": 2000, "amount_refunded": 0,
+                "currency": "usd", "refunded": false, "status": "needs_response",
+                "metadata": {"user_id": "u-1"},
+            });
+        }
+        for (k, v) in object.as_object().expect("object") {
+            e["data"]["object"][k] = v.clone();
+        }
+        e.to_string()
+    }
+
+    fn permutations(items: &[String]) -> Vec<Vec<String>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut p in permutations(&rest) {
+                p.insert(0, first.clone());
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    async fn final_record(sequence: &[String]) -> PaymentRecord {
+        let ledger = Arc::new(MemoryLedger::new());
+        let (p, h, _) = setup(ledger.clone());
+        for (i, body) in sequence.iter().enumerate() {
+            let resp = p
+                .serve(
+                    delivery(body, &signature::sign(body.as_bytes(), SECRET, T0), i),
+                    &h,
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{}", json_of(&resp));
+        }
+        let mut record = ledger
+            .payment("pi_123")
+            .await
+            .expect("read")
+            .expect("record");
+        record.updates = 0;
+        record
+    }
+
+    #[tokio::test]
+    async fn given_every_delivery_order_of_a_payment_when_applied_then_one_final_record() {
+        // A failed attempt and the retry's success in the same second, a partial refund, a
+        // dispute; every order, each with a repeated delivery.
+        let events = vec![
+            sequence_event(
+                "evt_fail",
+                "payment_intent.payment_failed",
+                T0,
+                serde_json::json!({"status": "requires_payment_method"}),
+            ),
+            sequence_event(
+                "evt_ok",
+                "payment_intent.succeeded",
+                T0,
+                serde_json::json!({}),
+            ),
+            sequence_event(
+                "evt_refund",
+                "charge.refunded",
+                T0 + 10,
+                serde_json::json!({"amount_refunded": 500}),
+            ),
+            sequence_event(
+                "evt_dispute",
+                "charge.dispute.created",
+                T0 + 20,
+                serde_json::json!({"status": "needs_response"}),
+            ),
+        ];
+        let expected = PaymentRecord {
+            intent_id: "pi_123".into(),
+            user_id: Some("u-1".into()),
+            amount: Some(2000),
+            currency: Some("usd".into()),
+            status: "disputed".into(),
+            rank: Transition {
+                status: PaymentStatus::Disputed,
+                event_created: T0 + 20,
+                refunded_amount: 0,
+            }
+            .rank(),
+            refunded_amount: 500,
+            last_event_id: "evt_dispute".into(),
+            last_event_created: T0 + 20,
+            erased_at: None,
+            updates: 0,
+        };
+        let orders = permutations(&events);
+        assert_eq!(orders.len(), 24);
+        for (n, mut order) in orders.into_iter().enumerate() {
+            order.push(order[n % 4].clone());
+            assert_eq!(final_record(&order).await, expected, "order {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_success_then_a_same_second_failure_when_delivered_then_still_succeeded() {
+        let ok = sequence_event(
+            "evt_a",
+            "payment_intent.succeeded",
+            T0,
+            serde_json::json!({}),
+        );
+        let failed = sequence_event(
+            "evt_b",
+            "payment_intent.payment_failed",
+            T0,
+            serde_json::json!({"status": "requires_payment_method"}),
+        );
+        let record = final_record(&[ok, failed]).await;
+        assert_eq!(record.status, "succeeded");
+    }
+
+    #[tokio::test]
+    async fn given_refunds_and_a_closed_dispute_when_delivered_in_any_order_then_recorded() {
+        let full = sequence_event(
+            "evt_r2",
+            "charge.refunded",
+            T0 + 5,
+            serde_json::json!({"amount_refunded": 2000, "refunded": true}),
+        );
+        let partial = sequence_event(
+            "evt_r1",
+            "charge.refunded",
+            T0 + 1,
+            serde_json::json!({"amount_refunded": 700}),
+        );
+        let record = final_record(&[full.clone(), partial.clone()]).await;
+        assert_eq!(
+            (record.status.as_str(), record.refunded_amount),
+            ("refunded", 2000)
+        );
+        let record = final_record(&[partial]).await;
+        assert_eq!(
+            (record.status.as_str(), record.refunded_amount),
+            ("partially_refunded", 700)
+        );
+        let won = sequence_event(
+            "evt_w",
+            "charge.dispute.closed",
+            T0 + 9,
+            serde_json::json!({"status": "won"}),
+        );
+        let opened = sequence_event(
+            "evt_o",
+            "charge.dispute.created",
+            T0 + 2,
+            serde_json::json!({"status": "needs_response"}),
+        );
+        let record = final_record(&[won, opened]).await;
+        assert_eq!(record.status, "dispute_won");
+        assert_eq!(
+            record.amount, None,
+            "a dispute alone does not set the amount"
+        );
+        let lost = sequence_event(
+            "evt_l",
+            "charge.dispute.closed",
+            T0 + 9,
+            serde_json::json!({"status": "lost"}),
+        );
+        assert_eq!(final_record(&[lost]).await.status, "dispute_lost");
+    }
+
+    #[tokio::test]
+    async fn given_an_ip_blocked_elsewhere_or_rate_limited_here_when_stripe_delivers_then_never_blocked()
+     {
+        use flowbotz_security::config::{BlockPolicy, RateLimit};
+        use flowbotz_security::ratelimit::memory::MemoryStore;
+        use flowbotz_security::ratelimit::{RateLimiter, Subject};
+        let config = Arc::new(
+            Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+                .expect("config"),
+        );
+        let clock = ManualClock::at_ms(T0 * 1000);
+        let limiter = Arc::new(RateLimiter::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(clock.clone()),
+            BlockPolicy {
+                violations: 10,
+                window: std::time::Duration::from_secs(600),
+                duration: std::time::Duration::from_secs(900),
+            },
+            ["webhook", "login"],
+            std::time::Duration::from_secs(1),
+        ));
+        let ip = "198.51.100.7";
+        let one = RateLimit {
+            per_minute: 1,
+            burst: None,
+        };
+        for _ in 0..12 {
+            if limiter
+                .check("login", Subject::Ip(ip), one)
+                .await
+                .expect("check")
+                .verdict
+                == flowbotz_security::ratelimit::Verdict::Limited
+            {
+                limiter.record_violation(ip).await.expect("violation");
+            }
+        }
+        assert!(limiter.known_block(ip).is_some(), "blocked on login");
+        let secrets = Secrets::fixed(
+            Environment::Development,
+            [(Need::StripeWebhookSecret, Versions::single(SECRET))].into(),
+        );
+        let settings = Settings::from_lookup(|_| None, secrets).expect("settings");
+        let p = Pipeline::new(ENDPOINT, config.clone()).with_limiter(limiter.clone());
+        let h = Webhook::new(
+            Arc::new(MemoryLedger::new()),
+            Arc::new(clock.clone()),
+            settings,
+        );
+        let deliver = |i: usize| {
+            let body = event_json(&format!("evt_rl_{i}"), "payment_intent.succeeded");
+            Fixture::new(SHAPES[i % 2], "POST", "/api/payments/webhook")
+                .source_ip(ip)
+                .header("Content-Type", "application/json")
+                .header(
+                    "Stripe-Signature",
+                    &signature::sign(body.as_bytes(), SECRET, T0),
+                )
+                .body(&body)
+                .request()
+        };
+        assert_eq!(
+            p.serve(deliver(0), &h).await.status(),
+            200,
+            "a block elsewhere does not apply"
+        );
+        // Past 300 a minute the webhook answers 429, but its refusals never block the IP.
+        let limit = config.endpoint("webhook").rate.per_minute as usize;
+        let mut limited = 0;
+        for i in 1..limit + 15 {
+            if p.serve(deliver(i), &h).await.status() == 429 {
+                limited += 1;
+            }
+        }
+        assert!(limited >= 14, "still rate limited per IP ({limited})");
+        clock.advance_ms(61_000);
+        assert_eq!(
+            p.serve(deliver(9_999), &h).await.status(),
+            200,
+            "not blocked after the minute"
+        );
+        let other = "198.51.100.8";
+        for i in 0..limit + 15 {
+            let req = {
+                let body = event_json(&format!("evt_o_{i}"), "payment_intent.succeeded");
+                Fixture::new(SHAPES[0], "POST", "/api/payments/webhook")
+                    .source_ip(other)
+                    .header("Content-Type", "application/json")
+                    .header(
+                        "Stripe-Signature",
+                        &signature::sign(body.as_bytes(), SECRET, T0 + 61),
+                    )
+                    .body(&body)
+                    .request()
+            };
+            p.serve(req, &h).await;
+        }
+        assert!(
+            limiter.known_block(other).is_none(),
+            "webhook violations never block"
+        );
     }
 
     /// A ledger whose first `complete` fails, as if the function crashed after the update.
@@ -508,6 +868,18 @@ mod tests {
         }
         async fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
             self.inner.payment(id).await
+        }
+        async fn pseudonymise_user(&self, user: &str, now: u64) -> Result<u64, StoreError> {
+            self.inner.pseudonymise_user(user, now).await
+        }
+        async fn add_pending_deletion(&self, c: &str, now: u64) -> Result<(), StoreError> {
+            self.inner.add_pending_deletion(c, now).await
+        }
+        async fn pending_deletions(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+            self.inner.pending_deletions(limit).await
+        }
+        async fn remove_pending_deletion(&self, c: &str) -> Result<(), StoreError> {
+            self.inner.remove_pending_deletion(c).await
         }
     }
 

@@ -1,6 +1,7 @@
-//! An in-memory [`EventLedger`] for unit tests and benchmarks.
+//! An in-memory [`EventLedger`] for unit tests and benchmarks, with the DynamoDB ledger's
+//! semantics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -14,11 +15,12 @@ enum State {
     Completed,
 }
 
-/// Events and payments in `HashMap`s.
+/// Events, payments and pending deletions in maps.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     events: Mutex<HashMap<String, State>>,
     payments: Mutex<HashMap<String, PaymentRecord>>,
+    pending: Mutex<BTreeMap<String, u64>>,
 }
 
 impl MemoryLedger {
@@ -57,35 +59,34 @@ impl EventLedger for MemoryLedger {
         }
     }
 
-    async fn apply_payment(&self, update: &PaymentUpdate) -> Result<bool, StoreError> {
+    async fn apply_payment(&self, u: &PaymentUpdate) -> Result<bool, StoreError> {
         let mut payments = self.payments.lock().unwrap_or_else(|p| p.into_inner());
-        match payments.get_mut(&update.intent_id) {
-            Some(r)
-                if r.update.event_id == update.event_id
-                    || r.update.event_created > update.event_created =>
-            {
-                Ok(false)
-            }
-            Some(r) => {
-                let user_id = update.user_id.clone().or_else(|| r.update.user_id.clone());
-                r.update = PaymentUpdate {
-                    user_id,
-                    ..update.clone()
-                };
-                r.updates += 1;
-                Ok(true)
-            }
-            None => {
-                payments.insert(
-                    update.intent_id.clone(),
-                    PaymentRecord {
-                        update: update.clone(),
-                        updates: 1,
-                    },
-                );
-                Ok(true)
-            }
+        let r = payments
+            .entry(u.intent_id.clone())
+            .or_insert_with(|| PaymentRecord {
+                intent_id: u.intent_id.clone(),
+                ..PaymentRecord::default()
+            });
+        if let Some(f) = &u.facts {
+            r.amount = Some(f.amount);
+            r.currency = Some(f.currency.clone());
         }
+        if r.user_id.is_none()
+            && r.erased_at.is_none()
+            && let Some(user) = &u.user_id
+        {
+            r.user_id = Some(user.clone());
+        }
+        let advanced = u.transition.advances((r.updates > 0).then_some(r.rank));
+        if advanced {
+            r.status = u.transition.status.as_str().to_string();
+            r.rank = u.transition.rank();
+            r.last_event_id = u.event_id.clone();
+            r.last_event_created = u.transition.event_created;
+            r.updates += 1;
+        }
+        r.refunded_amount = r.refunded_amount.max(u.transition.refunded_amount);
+        Ok(advanced)
     }
 
     async fn complete(&self, event_id: &str, _now_s: u64) -> Result<(), StoreError> {
@@ -103,5 +104,50 @@ impl EventLedger for MemoryLedger {
             .unwrap_or_else(|p| p.into_inner())
             .get(intent_id)
             .cloned())
+    }
+
+    async fn pseudonymise_user(&self, user_id: &str, now_s: u64) -> Result<u64, StoreError> {
+        let mut changed = 0;
+        for r in self
+            .payments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values_mut()
+        {
+            if r.user_id.as_deref() == Some(user_id) {
+                r.user_id = None;
+                r.erased_at = Some(now_s);
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn add_pending_deletion(&self, customer_id: &str, now_s: u64) -> Result<(), StoreError> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(customer_id.to_string())
+            .or_insert(now_s);
+        Ok(())
+    }
+
+    async fn pending_deletions(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_pending_deletion(&self, customer_id: &str) -> Result<(), StoreError> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(customer_id);
+        Ok(())
     }
 }

@@ -94,6 +94,10 @@ pub enum Subject<'a> {
     Ip(&'a str),
     /// An authenticated user id.
     User(&'a str),
+    /// A client IP on an endpoint that is never IP-blocked (the Stripe webhook, authenticated
+    /// by its signature): counted in its own items, which blocks never mark, and unaffected by
+    /// blocks of the IP elsewhere.
+    UnblockableIp(&'a str),
 }
 
 /// The state of one window after a check, for headers.
@@ -266,6 +270,7 @@ impl RateLimiter {
         match subject {
             Subject::Ip(ip) => format!("ip#{ip}#{policy}"),
             Subject::User(id) => format!("user#{id}#{policy}"),
+            Subject::UnblockableIp(ip) => format!("source#{ip}#{policy}"),
         }
     }
 

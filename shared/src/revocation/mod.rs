@@ -65,6 +65,7 @@ mod tests {
         per_user_limit: false,
         store_failure: StoreFailure::Closed,
         security_sensitive: true,
+        ip_block: true,
     };
 
     struct Ok200;

@@ -452,6 +452,7 @@ async fn given_expired_secrets_when_a_request_arrives_then_the_pipeline_answers_
         per_user_limit: false,
         store_failure: StoreFailure::Closed,
         security_sensitive: true,
+        ip_block: true,
     };
     let src = source();
     let clock = ManualClock::at_ms(T0);
