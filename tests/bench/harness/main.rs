@@ -585,6 +585,16 @@ impl Accounts {
         self.create(
             ctx.count_account_user(),
             format!("{}-account@example.com", ctx.count_account_user()),
+        )?;
+        // The users the timed and counted requests authenticate as: a token's session stands
+        // only while its account exists.
+        self.create(
+            "bench-user".into(),
+            format!("bench-user-{}@example.com", ctx.run),
+        )?;
+        self.create(
+            format!("count-user-{}", ctx.run),
+            format!("count-user-{}@example.com", ctx.run),
         )
     }
 
