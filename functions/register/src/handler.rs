@@ -225,7 +225,7 @@ mod tests {
                 "deliverable domain",
             ),
             (
-                json!({"email": "a@mail.test", "password": "correct horse battery staple vortex"}),
+                json!({"email": "a@mail.c0m", "password": "correct horse battery staple vortex"}),
                 "email",
                 "deliverable domain",
             ),
