@@ -723,9 +723,10 @@ impl Results<'_> {
             w,
             "Criterion, release profile: `check_policy` (length, local part, common list, zxcvbn) \
              on the slowest inputs found for zxcvbn's substitution matcher against an ordinary \
-             passphrase. Before the estimate read a bounded input (64 characters, four distinct \
-             substitution characters; `shared/src/accounts/password.rs`), the first of them took \
-             0.86 s in a release build.\n"
+             passphrase. Before the estimate read a bounded input (its longest prefix of at most 40 \
+             characters with at most six distinct substitution characters; \
+             `shared/src/accounts/password.rs`), the `substitutions_then_108_a` input took 0.86 s \
+             in a release build.\n"
         );
         let crit = criterion_group_results(&self.settings.criterion_dir, "password");
         if crit.is_empty() {
