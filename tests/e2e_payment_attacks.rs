@@ -344,3 +344,25 @@ async fn given_an_ip_blocked_for_violations_when_stripe_delivers_from_it_then_th
         .body(&body);
     assert_problem(&invoke("webhook", &forged).await, 400);
 }
+
+#[tokio::test]
+async fn given_an_intent_confirmed_after_its_account_was_erased_when_its_events_arrive_then_the_user_is_never_linked_again()
+ {
+    let s = new_session().await;
+    let intent = intent_of(&s, &json!({"amount": 1500, "currency": "usd"})).await;
+    let id = intent["id"].as_str().expect("id").to_string();
+    // No event has arrived yet: the record was written, with its owner, by payment-intent.
+    let a = invoke("account", &erase(&s)).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    stripe_post(
+        &format!("/v1/payment_intents/{id}/confirm"),
+        "payment_method=pm_card_visa",
+    )
+    .await;
+    let after = record_until(&id, |r| r.status == "succeeded").await;
+    assert_eq!(
+        after.user_id, None,
+        "a late event cannot link the erased user"
+    );
+    assert!(after.erased_at.is_some());
+}

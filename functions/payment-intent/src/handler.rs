@@ -15,6 +15,7 @@ use validator::{Validate, ValidationError};
 
 use crate::customer::Customers;
 use crate::provider::{IntentRequest, Intents, ProviderError, Settings};
+use flowbotz_security::payments::EventLedger;
 use flowbotz_security::payments::customers::{
     CustomerStore, SetCustomer, customer_idempotency_key,
 };
@@ -85,6 +86,7 @@ pub(crate) struct Stripe {
 pub(crate) struct PaymentIntent {
     stripe: Option<Stripe>,
     owners: Arc<dyn CustomerStore>,
+    payments: Arc<dyn EventLedger>,
     clock: Arc<dyn Clock>,
     settings: Settings,
 }
@@ -93,12 +95,14 @@ impl PaymentIntent {
     pub(crate) fn new(
         stripe: Option<Stripe>,
         owners: Arc<dyn CustomerStore>,
+        payments: Arc<dyn EventLedger>,
         clock: Arc<dyn Clock>,
         settings: Settings,
     ) -> Self {
         Self {
             stripe,
             owners,
+            payments,
             clock,
             settings,
         }
@@ -274,6 +278,17 @@ impl Handler for PaymentIntent {
         let result = stripe.intents.create(&request, &key).await;
         tracing::info!(request_id = %ctx.request_id, user_id = %user, upstream = "stripe", ok = result.is_ok(), latency_ms = started.elapsed().as_millis() as u64, "stripe create payment intent");
         let intent = result.map_err(provider_error)?;
+        // The record exists, with its owner, before the client can confirm the intent: an
+        // erasure from now on finds it, and no later event can link the user again. A failure
+        // is 503; the client's retry with the same Idempotency-Key gets the same intent and
+        // records it again.
+        self.payments
+            .record_owner(&intent.id, &user)
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable {
+                reason: format!("payments store: {e}"),
+                retry_after: 1,
+            })?;
         Ok(json(
             StatusCode::OK,
             &serde_json::json!({
@@ -349,6 +364,7 @@ mod tests {
         handler: PaymentIntent,
         fake: Arc<Fake>,
         owners: Arc<MemoryCustomers>,
+        payments: Arc<flowbotz_security::payments::memory::MemoryLedger>,
         bearer: String,
         csrf: String,
     }
@@ -384,12 +400,20 @@ mod tests {
             intents: fake.clone(),
             customers: fake.clone(),
         };
-        let handler = PaymentIntent::new(Some(stripe), owners.clone(), clock, settings);
+        let payments = Arc::new(flowbotz_security::payments::memory::MemoryLedger::new());
+        let handler = PaymentIntent::new(
+            Some(stripe),
+            owners.clone(),
+            payments.clone(),
+            clock,
+            settings,
+        );
         Setup {
             pipeline: Pipeline::new(ENDPOINT, config).with_sessions(sessions),
             handler,
             fake,
             owners,
+            payments,
             bearer,
             csrf,
         }
@@ -437,6 +461,38 @@ mod tests {
             calls[0].0.metadata.get("order").map(String::as_str),
             Some("o-1")
         );
+        drop(calls);
+        let record = s
+            .payments
+            .payment("pi_fake")
+            .await
+            .expect("read")
+            .expect("the record exists before any event");
+        assert_eq!(record.user_id.as_deref(), Some("u-1"));
+    }
+
+    #[tokio::test]
+    async fn given_an_intent_whose_account_was_erased_before_its_first_event_when_events_arrive_then_the_user_is_never_linked_again()
+     {
+        let s = setup(None);
+        let (status, v) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 1).await;
+        assert_eq!(status, 200, "{v}");
+        s.payments
+            .pseudonymise_user("u-1", 1_800_000_100)
+            .await
+            .expect("erase");
+        s.payments
+            .record_owner("pi_fake", "u-1")
+            .await
+            .expect("a retried create");
+        let record = s
+            .payments
+            .payment("pi_fake")
+            .await
+            .expect("read")
+            .expect("kept");
+        assert_eq!(record.user_id, None, "erased stays erased");
+        assert!(record.erased_at.is_some());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use flowbotz_security::clock::SystemClock;
 use flowbotz_security::config::Need;
 use flowbotz_security::payments::customers::dynamodb::DynamoCustomers;
+use flowbotz_security::payments::dynamodb::DynamoLedger;
 use flowbotz_security::revocation::dynamodb::DynamoSessionStore;
 use flowbotz_security::session::Sessions;
 use flowbotz_security::{Pipeline, runtime};
@@ -22,6 +23,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let stripe = provider::StripeIntents::new(&settings, &secrets)?;
     let owners = Arc::new(DynamoCustomers::new(client.clone(), &config.tables.users));
+    let payments = Arc::new(DynamoLedger::new(client.clone(), &config.tables.payments));
     let pipeline = Pipeline::new(handler::ENDPOINT, config.clone())
         .with_session_store(Arc::new(DynamoSessionStore::new(
             client.clone(),
@@ -40,6 +42,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             customers: s,
         }),
         owners,
+        payments,
         Arc::new(SystemClock),
         settings,
     );

@@ -860,6 +860,9 @@ mod tests {
         async fn apply_payment(&self, u: &PaymentUpdate) -> Result<bool, StoreError> {
             self.inner.apply_payment(u).await
         }
+        async fn record_owner(&self, intent: &str, user: &str) -> Result<(), StoreError> {
+            self.inner.record_owner(intent, user).await
+        }
         async fn complete(&self, id: &str, now: u64) -> Result<(), StoreError> {
             if !self.crashed.swap(true, Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("crash".into()));

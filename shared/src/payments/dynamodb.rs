@@ -195,6 +195,23 @@ impl EventLedger for DynamoLedger {
         Ok(false)
     }
 
+    async fn record_owner(&self, intent_id: &str, user_id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(format!("payment#{intent_id}")))
+            .update_expression(
+                "SET user_id = if_not_exists(user_id, :user), #owner = if_not_exists(#owner, :owner)",
+            )
+            .expression_attribute_names("#owner", OWNER)
+            .expression_attribute_values(":user", s(user_id))
+            .expression_attribute_values(":owner", s(owner_of(user_id)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn complete(&self, event_id: &str, now_s: u64) -> Result<(), StoreError> {
         self.client
             .update_item()

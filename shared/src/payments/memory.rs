@@ -89,6 +89,20 @@ impl EventLedger for MemoryLedger {
         Ok(advanced)
     }
 
+    async fn record_owner(&self, intent_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let mut payments = self.payments.lock().unwrap_or_else(|p| p.into_inner());
+        let r = payments
+            .entry(intent_id.to_string())
+            .or_insert_with(|| PaymentRecord {
+                intent_id: intent_id.to_string(),
+                ..PaymentRecord::default()
+            });
+        if r.user_id.is_none() && r.erased_at.is_none() {
+            r.user_id = Some(user_id.to_string());
+        }
+        Ok(())
+    }
+
     async fn complete(&self, event_id: &str, _now_s: u64) -> Result<(), StoreError> {
         self.events
             .lock()

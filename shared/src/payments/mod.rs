@@ -99,6 +99,12 @@ pub trait EventLedger: Send + Sync {
     /// only if it is higher. Returns whether the status changed.
     async fn apply_payment(&self, update: &PaymentUpdate) -> Result<bool, StoreError>;
 
+    /// Links intent `intent_id` to its paying user when the intent is created, before any
+    /// event: a record that exists when the account is erased is pseudonymised, so a late
+    /// event (a retry, a slow payment method, a payment confirmed after the erasure) can never
+    /// link the user again. Keeps a user already linked (or `erased`).
+    async fn record_owner(&self, intent_id: &str, user_id: &str) -> Result<(), StoreError>;
+
     /// Marks `event_id` processed.
     async fn complete(&self, event_id: &str, now_s: u64) -> Result<(), StoreError>;
 

@@ -412,7 +412,12 @@ impl Context {
                 let erase = || self.authed("DELETE", "/api/account", &ip(1), &user);
                 vec![vec![
                     case("erase an existing account", erase(), 204, 1),
-                    case("erase again: the session ended with the account", erase(), 401, 1),
+                    case(
+                        "erase again: the session ended with the account",
+                        erase(),
+                        401,
+                        1,
+                    ),
                 ]]
             }
         }
