@@ -452,16 +452,17 @@ mod tests {
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["id"], "pi_fake");
         assert_eq!(v["client_secret"], "pi_fake_secret_x");
-        let calls = s.fake.calls.lock().expect("lock");
-        assert_eq!(
-            calls[0].0.metadata.get("user_id").map(String::as_str),
-            Some("u-1")
-        );
-        assert_eq!(
-            calls[0].0.metadata.get("order").map(String::as_str),
-            Some("o-1")
-        );
-        drop(calls);
+        {
+            let calls = s.fake.calls.lock().expect("lock");
+            assert_eq!(
+                calls[0].0.metadata.get("user_id").map(String::as_str),
+                Some("u-1")
+            );
+            assert_eq!(
+                calls[0].0.metadata.get("order").map(String::as_str),
+                Some("o-1")
+            );
+        }
         let record = s
             .payments
             .payment("pi_fake")
