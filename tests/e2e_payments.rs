@@ -110,7 +110,8 @@ async fn given_a_valid_request_when_confirmed_at_stripe_then_the_signed_webhook_
     let mut record = None;
     for _ in 0..100 {
         record = ledger.payment(&id).await.expect("read");
-        if record.is_some() {
+        // payment-intent wrote the record with its owner; wait for the webhook's status.
+        if record.as_ref().is_some_and(|r| !r.status.is_empty()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
