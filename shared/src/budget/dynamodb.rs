@@ -46,6 +46,44 @@ impl DynamoBudgetStore {
         }
     }
 
+    /// Writes `items` in one transaction. The service counter is one hot item: a transaction
+    /// overlapping another on it is cancelled with `TransactionConflict`, which is retried
+    /// with jitter, never a verdict. Any other cancellation returns its reasons' codes.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<String>>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let reasons: Vec<String> = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(SdkError::ServiceError(e)) => match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect(),
+                    _ => return Err(unavailable(SdkError::ServiceError(e))),
+                },
+                Err(err) => return Err(unavailable(err)),
+            };
+            attempt += 1;
+            let conflicted = reasons.iter().any(|c| c == "TransactionConflict")
+                && !reasons.iter().any(|c| c == "ConditionalCheckFailed");
+            if !conflicted || attempt == CONFLICT_TRIES {
+                return Ok(Err(reasons));
+            }
+            backoff(attempt - 1).await;
+        }
+    }
+
     fn update(
         &self,
         key: &str,
@@ -101,40 +139,15 @@ impl BudgetStore for DynamoBudgetStore {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // The service counter is one hot item: a transaction overlapping another on it is
-        // cancelled with TransactionConflict, which is retried (with jitter), not a verdict.
-        for attempt in 0..CONFLICT_TRIES {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let reasons = match result {
-                Ok(_) => return Ok(ReserveOutcome::Reserved),
-                Err(SdkError::ServiceError(e)) => match e.err() {
-                    TransactWriteItemsError::TransactionCanceledException(c) => c
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().unwrap_or("None").to_string())
-                        .collect::<Vec<_>>(),
-                    _ => return Err(unavailable(SdkError::ServiceError(e))),
-                },
-                Err(err) => return Err(unavailable(err)),
-            };
-            if let Some(i) = reasons.iter().position(|c| c == "ConditionalCheckFailed") {
-                return Ok(ReserveOutcome::Refused(i));
-            }
-            if !reasons.iter().any(|c| c == "TransactionConflict") || attempt + 1 == CONFLICT_TRIES
-            {
-                break;
-            }
-            backoff(attempt).await;
+        match self.transact(items).await? {
+            Ok(()) => Ok(ReserveOutcome::Reserved),
+            Err(reasons) => match reasons.iter().position(|c| c == "ConditionalCheckFailed") {
+                Some(i) => Ok(ReserveOutcome::Refused(i)),
+                None => Err(StoreError::Unavailable(
+                    "budget transaction cancelled without a verdict".into(),
+                )),
+            },
         }
-        Err(StoreError::Unavailable(
-            "budget transaction cancelled without a verdict".into(),
-        ))
     }
 
     async fn adjust(
@@ -154,29 +167,12 @@ impl BudgetStore for DynamoBudgetStore {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for attempt in 0..CONFLICT_TRIES {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(SdkError::ServiceError(e))
-                    if attempt + 1 < CONFLICT_TRIES
-                        && matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
-                            if c.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))) =>
-                {
-                    backoff(attempt).await;
-                }
-                Err(err) => return Err(unavailable(err)),
-            }
+        match self.transact(items).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::Unavailable(
+                "budget settlement cancelled".into(),
+            )),
         }
-        Err(StoreError::Unavailable(
-            "budget settlement conflicted".into(),
-        ))
     }
 
     fn requests(&self) -> u64 {

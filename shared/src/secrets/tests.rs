@@ -479,3 +479,36 @@ async fn given_expired_secrets_when_a_request_arrives_then_the_pipeline_answers_
         "recovers"
     );
 }
+
+#[tokio::test]
+async fn given_a_csrf_token_from_an_instance_that_rotated_first_when_a_stale_one_checks_it_then_one_early_refresh_accepts_it()
+ {
+    let src = source();
+    let clock = ManualClock::at_ms(T0);
+    let cfg = production();
+    let stale = Sessions::with_secrets(&cfg, load(&src, &clock).await, Arc::new(clock.clone()))
+        .expect("sessions");
+    src.rotate(JWT_ID, &key(2));
+    src.rotate(CSRF_ID, &key(2));
+    let fresh = Sessions::with_secrets(&cfg, load(&src, &clock).await, Arc::new(clock.clone()))
+        .expect("sessions");
+    let (_, session) = fresh.issue_session("u").expect("token");
+    let token = fresh.issue_csrf(&session).token;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-csrf-token",
+        HeaderValue::from_str(&token).expect("header"),
+    );
+    let cors = crate::cors::Cors::new(&[], &[http::Method::POST]);
+    assert!(
+        stale.check_csrf(&headers, &session, &cors).is_err(),
+        "unknown key"
+    );
+    assert!(
+        stale
+            .check_csrf_fresh(&headers, &session, &cors)
+            .await
+            .is_ok(),
+        "accepted after one early refresh"
+    );
+}
