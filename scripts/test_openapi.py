@@ -3,14 +3,14 @@
     .venv/bin/python -m unittest scripts/test_openapi.py        (from the repository root)
 
 - The document is a valid OpenAPI 3.1 document (openapi-spec-validator).
-- Its operations are exactly the API's, counted four ways: the local router in Cargo.toml
-  (`[workspace.metadata.lambda.watch.router]`, less the catch-all), the template's API events,
-  and each function's `ENDPOINT` (route and methods, plus the OPTIONS preflight that the
-  pipeline answers on every route). A route or method added, removed or renamed in any one of
-  them fails.
-- Each operation's `x-policy` and `security` are the function's: the rate limits and body limit
-  of `shared/src/config.rs`'s defaults table, per-user limits, the store-failure mode, bearer
-  authentication and CSRF.
+- Its operations are exactly the API's, counted four ways: the endpoint catalogue
+  (`endpoints.json`, written from shared/src/catalogue.rs: route and methods, plus the OPTIONS
+  preflight that the pipeline answers on every route), the local router in Cargo.toml
+  (`[workspace.metadata.lambda.watch.router]`, less the catch-all) and the template's API
+  events. A route, method or function added, removed or renamed in any one of them fails,
+  naming both sides.
+- Each operation's `x-policy` and `security` are the catalogue's: the rate limits and body
+  limit, per-user limits, the store-failure mode, bearer authentication and CSRF.
 - Every problem type the code can answer (`ApiError::slug` in shared/src/error.rs) is in the
   document's Problem schema, and the schema names no other.
 """
@@ -27,6 +27,7 @@ import yaml
 from openapi_spec_validator import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from catalogue import endpoints  # noqa: E402
 from test_template import load_template  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,46 +79,6 @@ def rust_source(path: Path) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
-def endpoints() -> dict[str, dict]:
-    """Function -> its `ENDPOINT` policy, read from functions/<name>/src/handler.rs."""
-    out = {}
-    for handler in sorted(ROOT.glob("functions/*/src/handler.rs")):
-        text = rust_source(handler)
-        m = re.search(r"const ENDPOINT: Endpoint = Endpoint \{(.*?)\n\};", text, re.S)
-        assert m, f"{handler}: no ENDPOINT"
-        body = m.group(1)
-
-        def field(name: str) -> str:
-            f = re.search(rf"\b{name}: (&\[[^\]]*\]|[^,\n]+),", body)
-            assert f, f"{handler}: ENDPOINT has no {name}"
-            return f.group(1).strip()
-
-        out[handler.parent.parent.name] = {
-            "name": field("name").strip('"'),
-            "route": field("route").strip('"'),
-            "methods": set(re.findall(r"Method::([A-Z]+)", field("methods"))),
-            "auth": field("auth") == "true",
-            "csrf": field("csrf") == "true",
-            "per_user": field("per_user_limit") == "true",
-            "store_failure": field("store_failure").split("::")[-1].lower(),
-        }
-    return out
-
-
-def default_limits() -> dict[str, tuple[int, int | None, int]]:
-    """Endpoint name -> (per minute, burst, body bytes) from config.rs's defaults table."""
-    text = rust_source(ROOT / "shared/src/config.rs")
-    kib = int(re.search(r"const KIB: usize = (\d+)", text).group(1))
-    out = {}
-    for name, minute, burst, body in re.findall(
-        r'\("([a-z-]+)", limits\((\d+), (Some\(\d+\)|None), ([0-9 *A-Z]+)\)\)', text
-    ):
-        size = eval(body.replace("KIB", str(kib)), {"__builtins__": {}})  # digits, * and KIB only
-        out[name] = (int(minute), int(burst[5:-1]) if burst != "None" else None, size)
-    assert out, "no defaults table found in shared/src/config.rs"
-    return out
-
-
 def problem_slugs() -> set[str]:
     text = rust_source(ROOT / "shared/src/error.rs")
     m = re.search(r"pub fn slug\(&self\) -> &'static str \{(.*?)\n    \}", text, re.S)
@@ -131,40 +92,56 @@ class DocumentTest(unittest.TestCase):
         self.assertTrue(doc["openapi"].startswith("3.1."))
         validate(doc)
 
+    def test_the_router_serves_each_catalogue_route_with_its_function(self):
+        catalogue = {e["route"]: e["function"] for e in endpoints()}
+        routes = router()
+        for path in sorted(set(catalogue) | set(routes)):
+            self.assertEqual(
+                routes.get(path),
+                catalogue.get(path),
+                f"{path}: Cargo.toml's router says {routes.get(path)!r}, endpoints.json says {catalogue.get(path)!r}",
+            )
+
     def test_every_route_of_the_router_is_in_the_document_and_back(self):
         doc_paths = {path for path, _ in document_operations(load_document())}
-        self.assertEqual(set(router()), doc_paths)
+        for path in sorted(set(router()) ^ doc_paths):
+            side = "Cargo.toml's router" if path in router() else "openapi.yaml"
+            self.fail(f"{path} is only in {side}")
 
-    def test_every_api_event_of_the_template_is_in_the_document_and_back(self):
+    def test_every_api_event_of_the_template_is_in_the_catalogue_and_back(self):
         events = template_events()
-        self.assertEqual(set(events), {p for p, _ in document_operations(load_document())})
-        routes = router()
-        for path, (binary, method) in events.items():
+        catalogue = {e["route"]: e["function"] for e in endpoints()}
+        for path in sorted(set(events) | set(catalogue)):
+            binary = events.get(path, (None,))[0]
+            self.assertEqual(
+                binary,
+                catalogue.get(path),
+                f"{path}: template.yaml routes it to {binary!r}, endpoints.json to {catalogue.get(path)!r}",
+            )
+        for path, (_, method) in events.items():
             self.assertEqual(method, "ANY", f"{path}: the function answers every method itself")
-            self.assertEqual(binary, routes[path], f"{path}: the template and router disagree")
 
-    def test_every_function_endpoint_is_in_the_document_and_back(self):
+    def test_every_catalogue_operation_is_in_the_document_and_back(self):
         ops = document_operations(load_document())
         declared = set()
-        routes = router()
-        for function, e in endpoints().items():
-            self.assertEqual(routes.get(e["route"]), function, f"{function} serves {e['route']}")
+        for e in endpoints():
             declared |= {(e["route"], m) for m in e["methods"]}
             declared.add((e["route"], "OPTIONS"))  # the pipeline's CORS preflight
-        self.assertEqual(declared, ops)
+        for path, method in sorted(declared - ops):
+            self.fail(f"{method} {path} is in endpoints.json but not in openapi.yaml")
+        for path, method in sorted(ops - declared):
+            self.fail(f"{method} {path} is in openapi.yaml but not in endpoints.json")
 
-    def test_each_operation_states_its_functions_policy(self):
+    def test_each_operation_states_its_catalogue_policy(self):
         doc = load_document()
-        limits = default_limits()
-        for function, e in endpoints().items():
+        for e in endpoints():
             for method in e["methods"]:
                 op = doc["paths"][e["route"]][method.lower()]
-                label = f"{method} {e['route']}"
+                label = f"{method} {e['route']}: openapi.yaml vs endpoints.json"
                 policy = op["x-policy"]
-                minute, burst, body = limits[e["name"]]
-                self.assertEqual(policy["per_minute"], minute, label)
-                self.assertEqual(policy["burst_per_10s"], burst, label)
-                self.assertEqual(policy["body_limit_bytes"], body, label)
+                self.assertEqual(policy["per_minute"], e["per_minute"], label)
+                self.assertEqual(policy["burst_per_10s"], e["burst_per_10s"], label)
+                self.assertEqual(policy["body_limit_bytes"], e["body_bytes"], label)
                 self.assertEqual(policy["per_user"], e["per_user"], label)
                 self.assertEqual(policy["rate_limit_store_failure"], e["store_failure"], label)
                 schemes = {name for req in op.get("security", []) for name in req}
@@ -172,7 +149,7 @@ class DocumentTest(unittest.TestCase):
                 self.assertEqual("csrfToken" in schemes, e["csrf"], f"{label}: CSRF")
                 if e["auth"]:
                     self.assertIn("401", op["responses"], label)
-                if body:
+                if e["body_bytes"]:
                     self.assertIn("413", op["responses"], label)
                     self.assertIn("415", op["responses"], label)
 

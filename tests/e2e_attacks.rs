@@ -34,65 +34,30 @@ const PAYMENT: &str = "/api/payments/create-payment-intent";
 /// One route of the API: the function, its method and path, its body limit (0: none).
 #[derive(Clone, Copy)]
 struct Route {
+    /// The endpoint's name in the catalogue.
     function: &'static str,
     method: &'static str,
     path: &'static str,
     body_limit: usize,
 }
 
-const ROUTES: [Route; 8] = [
-    Route {
-        function: "register",
-        method: "POST",
-        path: "/api/auth/register",
-        body_limit: 4096,
-    },
-    Route {
-        function: "login",
-        method: "POST",
-        path: "/api/auth/login",
-        body_limit: 4096,
-    },
-    Route {
-        function: "csrf-token",
-        method: "GET",
-        path: "/api/auth/csrf-token",
-        body_limit: 0,
-    },
-    Route {
-        function: "chat",
-        method: "POST",
-        path: "/api/ai/chat",
-        body_limit: 65536,
-    },
-    Route {
-        function: "payment-intent",
-        method: "POST",
-        path: PAYMENT,
-        body_limit: 8192,
-    },
-    Route {
-        function: "webhook",
-        method: "POST",
-        path: "/api/payments/webhook",
-        body_limit: 262_144,
-    },
-    Route {
-        function: "health",
-        method: "GET",
-        path: "/api/health",
-        body_limit: 0,
-    },
-    Route {
-        function: "account",
-        method: "DELETE",
-        path: "/api/account",
-        body_limit: 0,
-    },
-];
+/// Every operation of the API, from the endpoint catalogue.
+fn routes() -> Vec<Route> {
+    flowbotz_security::catalogue::ENDPOINTS
+        .iter()
+        .flat_map(|e| {
+            e.methods.iter().map(|m| Route {
+                function: e.name,
+                method: m.as_str(),
+                path: e.route,
+                body_limit: e.body_bytes,
+            })
+        })
+        .collect()
+}
 
 fn route(function: &str) -> Route {
-    ROUTES
+    routes()
         .into_iter()
         .find(|r| r.function == function)
         .expect("a route of the API")
@@ -324,7 +289,7 @@ async fn given_crlf_nul_or_control_characters_in_a_header_of_any_endpoint_when_i
         "a\u{1}b",
         "a\u{7f}b",
     ];
-    for (i, r) in ROUTES.iter().enumerate() {
+    for (i, r) in routes().iter().enumerate() {
         for name in ["X-Note", "User-Agent", "Authorization", "Origin"] {
             for (j, p) in encoded.iter().enumerate() {
                 let e = Event::new(shape(i + j), r.method, r.path).header(name, p);
@@ -350,7 +315,7 @@ async fn given_crlf_nul_or_control_characters_in_a_header_of_any_endpoint_when_i
     }
     // A header value over 8 KiB, on each endpoint.
     let long = "a".repeat(8193);
-    for r in ROUTES {
+    for r in routes() {
         let e = Event::new(Shape::RestV1, r.method, r.path).header("X-Note", &long);
         refused(
             &t.invoke(r.function, e).await,
@@ -386,7 +351,7 @@ async fn given_crlf_nul_or_control_characters_in_a_header_of_any_endpoint_when_i
 #[test]
 fn given_response_splitting_in_the_path_or_query_over_http_then_400_without_the_injected_header() {
     let mut t = Trace::default();
-    for r in ROUTES {
+    for r in routes() {
         for target in [
             format!("{}%0d%0aSet-Cookie:%20pwned=1", r.path),
             format!("{}?next=%0d%0aLocation:%20http://evil.example", r.path),
@@ -445,7 +410,7 @@ const TRAVERSALS: [&str; 20] = [
 async fn given_traversal_in_every_encoding_in_the_path_or_query_of_every_route_when_invoked_then_400()
  {
     let mut t = Trace::default();
-    for (i, r) in ROUTES.iter().enumerate() {
+    for (i, r) in routes().iter().enumerate() {
         for (j, p) in TRAVERSALS.iter().enumerate() {
             let path = format!("{}/{p}{p}etc/passwd", r.path);
             let a = t
@@ -496,7 +461,7 @@ fn padded(len: usize) -> String {
 async fn given_bodies_over_the_limit_or_lying_about_their_length_when_posted_then_413_and_at_the_limit_not()
  {
     let mut t = Trace::default();
-    for (i, r) in ROUTES.iter().filter(|r| r.body_limit > 0).enumerate() {
+    for (i, r) in routes().iter().filter(|r| r.body_limit > 0).enumerate() {
         let over = t
             .invoke(
                 r.function,
@@ -538,7 +503,7 @@ async fn given_bodies_over_the_limit_or_lying_about_their_length_when_posted_the
         );
     }
     // Endpoints without a body take none, however small.
-    for (i, r) in ROUTES.iter().filter(|r| r.body_limit == 0).enumerate() {
+    for (i, r) in routes().iter().filter(|r| r.body_limit == 0).enumerate() {
         let a = t
             .invoke(
                 r.function,
@@ -1808,7 +1773,7 @@ async fn given_a_body_that_is_not_json_when_posted_then_415_before_anything_else
         Some("application/vnd.api+json"),
         None,
     ];
-    for (i, r) in ROUTES.iter().filter(|r| r.body_limit > 0).enumerate() {
+    for (i, r) in routes().iter().filter(|r| r.body_limit > 0).enumerate() {
         for (j, ct) in types.iter().enumerate() {
             let mut e = Event::new(shape(i + j), r.method, r.path).body(r#"{"a":1}"#);
             if let Some(ct) = ct {
@@ -1836,7 +1801,7 @@ async fn given_a_body_that_is_not_json_when_posted_then_415_before_anything_else
 #[test]
 fn given_method_tampering_over_http_then_405_with_allow_and_override_headers_ignored() {
     let mut t = Trace::default();
-    for r in ROUTES {
+    for r in routes() {
         let allow = format!("{}, OPTIONS", r.method);
         for method in ["TRACE", "QUERY", "PATCH", "PUT"] {
             let a = t.http(method, r.path, &[], b"");

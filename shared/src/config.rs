@@ -142,6 +142,13 @@ pub struct RateLimit {
     pub burst: Option<u32>,
 }
 
+impl RateLimit {
+    /// `per_minute` requests per sliding minute and, if given, `burst` per 10 seconds.
+    pub const fn new(per_minute: u32, burst: Option<u32>) -> Self {
+        Self { per_minute, burst }
+    }
+}
+
 /// Limits of one endpoint: its rate-limit policy and its request body limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointLimits {
@@ -203,29 +210,23 @@ pub struct Defaults {
     pub log_level: &'static str,
 }
 
-const KIB: usize = 1024;
-
-fn limits(per_minute: u32, burst: Option<u32>, body_bytes: usize) -> EndpointLimits {
-    EndpointLimits {
-        rate: RateLimit { per_minute, burst },
-        body_bytes,
-    }
-}
-
 impl Defaults {
-    /// The defaults of one environment. Limits are the API contract's in every environment, so
-    /// a laptop behaves like production; lifetimes, origins and log level differ.
+    /// The defaults of one environment. Limits are the endpoint catalogue's
+    /// ([`crate::catalogue`]) in every environment, so a laptop behaves like production;
+    /// lifetimes, origins and log level differ.
     pub fn for_environment(env: Environment) -> Self {
-        let endpoints = BTreeMap::from([
-            ("register", limits(3, Some(2), 4 * KIB)),
-            ("login", limits(5, Some(3), 4 * KIB)),
-            ("csrf-token", limits(100, None, 0)),
-            ("chat", limits(20, Some(5), 64 * KIB)),
-            ("payment-intent", limits(10, Some(5), 8 * KIB)),
-            ("webhook", limits(300, None, 256 * KIB)),
-            ("health", limits(100, None, 0)),
-            ("account", limits(3, None, 0)),
-        ]);
+        let endpoints = crate::catalogue::ENDPOINTS
+            .iter()
+            .map(|e| {
+                (
+                    e.name,
+                    EndpointLimits {
+                        rate: e.rate,
+                        body_bytes: e.body_bytes,
+                    },
+                )
+            })
+            .collect();
         let (cors_origins, jwt_minutes, log_level) = match env {
             Environment::Development => (
                 vec![

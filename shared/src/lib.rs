@@ -19,6 +19,7 @@ pub mod accounts;
 #[cfg(any(feature = "dynamodb", feature = "secrets"))]
 mod aws;
 pub mod budget;
+pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod cors;
@@ -38,6 +39,7 @@ pub mod session;
 pub mod store;
 pub mod validate;
 
+pub use catalogue::EndpointId;
 pub use config::{Config, ConfigError, Environment, Secret};
 pub use error::{ApiError, FieldError};
 pub use pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};

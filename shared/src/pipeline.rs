@@ -4,7 +4,8 @@
 //! rate limit → body size and media type → bearer auth → CSRF → per-user rate limit → handler
 //! → security and CORS headers → one log line.
 //!
-//! Each function declares an [`Endpoint`] (its policy as data) and calls [`Pipeline::serve`].
+//! Each function takes its [`Endpoint`] (its policy as data) from the catalogue
+//! ([`crate::catalogue`]) and calls [`Pipeline::serve`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,9 +40,13 @@ pub enum StoreFailure {
 /// An endpoint's security policy, declared as data by its function.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
+    /// Its typed name in the catalogue.
+    pub id: crate::catalogue::EndpointId,
     /// The endpoint's name: the key of its limits in the configuration and its rate-limit
     /// policy name.
     pub name: &'static str,
+    /// The Lambda function (binary crate) that serves it.
+    pub function: &'static str,
     /// The path it serves, such as `/api/health`.
     pub route: &'static str,
     /// The methods it answers (OPTIONS is always answered).
@@ -63,6 +68,11 @@ pub struct Endpoint {
     /// legitimate traffic from a few shared addresses (the Stripe webhook): such an endpoint
     /// is still rate limited per IP.
     pub ip_block: bool,
+    /// The default rate limit per client IP (and per user with `per_user_limit`); configuration
+    /// may override it.
+    pub rate: crate::config::RateLimit,
+    /// The default body limit in bytes (0: no body); configuration may override it.
+    pub body_bytes: usize,
 }
 
 /// What the pipeline learned about a request, handed to the handler.

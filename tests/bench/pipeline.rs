@@ -16,43 +16,20 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flowbotz_security::clock::SystemClock;
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::json;
 use flowbotz_security::ratelimit::RateLimiter;
 use flowbotz_security::ratelimit::memory::MemoryStore;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::{Config, Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};
+use flowbotz_security::{Config, Ctx, Endpoint, EndpointId, Handler, HandlerResult, Pipeline};
 use flowbotz_tests::events::{Event, Shape};
 use lambda_http::Request;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::StatusCode;
 
 /// The health function's policy: no auth, one rate-limit check.
-const HEALTH: Endpoint = Endpoint {
-    name: "health",
-    route: "/api/health",
-    methods: &[Method::GET],
-    body: BodyKind::None,
-    auth: false,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Open,
-    security_sensitive: false,
-    ip_block: true,
-};
+const HEALTH: Endpoint = EndpointId::Health.endpoint();
 
 /// The chat function's policy: bearer, CSRF and per-user limit, the pipeline's longest path.
-const CHAT: Endpoint = Endpoint {
-    name: "chat",
-    route: "/api/ai/chat",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: true,
-    csrf: true,
-    per_user_limit: true,
-    store_failure: StoreFailure::Open,
-    security_sensitive: true,
-    ip_block: true,
-};
+const CHAT: Endpoint = EndpointId::Chat.endpoint();
 
 struct Ok200;
 
@@ -105,18 +82,18 @@ fn benches(c: &mut Criterion) {
     let token = token.token;
     let csrf = sessions.issue_csrf(&session).token;
     let ip = "198.51.100.7";
-    let get_health = Event::new(Shape::RestV1, "GET", "/api/health").source_ip(ip);
-    let post_chat = Event::new(Shape::RestV1, "POST", "/api/ai/chat")
+    let get_health = Event::new(Shape::RestV1, "GET", HEALTH.route).source_ip(ip);
+    let post_chat = Event::new(Shape::RestV1, "POST", CHAT.route)
         .source_ip(ip)
         .header("Authorization", &format!("Bearer {token}"))
         .header("X-CSRF-Token", &csrf)
         .json_body(&serde_json::json!({"messages": [{"role": "user", "content": "Hello"}]}));
-    let no_token = Event::new(Shape::RestV1, "POST", "/api/ai/chat")
+    let no_token = Event::new(Shape::RestV1, "POST", CHAT.route)
         .source_ip(ip)
         .json_body(&serde_json::json!({"messages": []}));
     let traversal =
         Event::new(Shape::RestV1, "GET", "/api/health/..%2f..%2fetc%2fpasswd").source_ip(ip);
-    let preflight = Event::new(Shape::RestV1, "OPTIONS", "/api/ai/chat")
+    let preflight = Event::new(Shape::RestV1, "OPTIONS", CHAT.route)
         .source_ip(ip)
         .header("Origin", "http://localhost:3000")
         .header("Access-Control-Request-Method", "POST");

@@ -2,27 +2,15 @@ use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
 use flowbotz_security::clock::Clock;
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::payments::EventLedger;
 use flowbotz_security::payments::customers::CustomerStore;
-use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure, log};
-use http::{Method, StatusCode};
+use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, log};
+use http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
 use crate::stripe_customers::CustomerDeletion;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "account",
-    route: "/api/account",
-    methods: &[Method::DELETE],
-    body: BodyKind::None,
-    auth: true,
-    csrf: true,
-    per_user_limit: false,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Account.endpoint();
 
 /// Pending Stripe deletions of earlier erasures retried per invocation.
 const SWEEP_LIMIT: usize = 5;

@@ -1,12 +1,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::{body_bytes, json};
 use flowbotz_security::{
-    ApiError, Ctx, Endpoint, FieldError, Handler, HandlerResult, StoreFailure, validate,
+    ApiError, Ctx, Endpoint, EndpointId, FieldError, Handler, HandlerResult, validate,
 };
-use http::{Method, StatusCode};
+use http::StatusCode;
 use lambda_http::Request;
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
@@ -15,19 +14,7 @@ use crate::config::AiConfig;
 use crate::provider::{ChatProvider, CompletionRequest, Message, ProviderError, Role, Usage};
 use flowbotz_security::budget::{Budget, BudgetError};
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "chat",
-    route: "/api/ai/chat",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: true,
-    csrf: true,
-    per_user_limit: true,
-    // Without the store nothing bounds spend: chat fails closed like the auth endpoints.
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Chat.endpoint();
 
 const MAX_MESSAGES: usize = 50;
 const MAX_TOTAL_CHARS: usize = 32_000;

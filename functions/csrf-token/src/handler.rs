@@ -1,22 +1,10 @@
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::json;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure};
-use http::{Method, StatusCode};
+use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult};
+use http::StatusCode;
 use lambda_http::Request;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "csrf-token",
-    route: "/api/auth/csrf-token",
-    methods: &[Method::GET],
-    body: BodyKind::None,
-    auth: true,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::CsrfToken.endpoint();
 
 pub(crate) struct CsrfToken {
     pub(crate) sessions: Sessions,

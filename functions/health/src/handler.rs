@@ -1,22 +1,10 @@
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::json;
-use flowbotz_security::{Config, Ctx, Endpoint, Handler, HandlerResult, StoreFailure};
-use http::{Method, StatusCode};
+use flowbotz_security::{Config, Ctx, Endpoint, EndpointId, Handler, HandlerResult};
+use http::StatusCode;
 use lambda_http::Request;
 use serde::Serialize;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "health",
-    route: "/api/health",
-    methods: &[Method::GET],
-    body: BodyKind::None,
-    auth: false,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Open,
-    security_sensitive: false,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Health.endpoint();
 
 /// The whole answer: liveness only. The environment and version would tell a stranger which
 /// build to attack; they go to the start-up log line instead ([`Health::new`]).

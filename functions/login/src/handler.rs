@@ -4,28 +4,16 @@ use flowbotz_security::accounts::password;
 use flowbotz_security::accounts::{Attempt, UserStore, normalize_email};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::LoginThrottle;
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::{body_bytes, json};
 use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::session::Sessions;
-use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure, validate};
-use http::{Method, StatusCode};
+use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, validate};
+use http::StatusCode;
 use lambda_http::Request;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "login",
-    route: "/api/auth/login",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: false,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Login.endpoint();
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]

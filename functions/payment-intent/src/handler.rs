@@ -2,12 +2,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowbotz_security::clock::Clock;
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::{body_bytes, json};
 use flowbotz_security::{
-    ApiError, Ctx, Endpoint, FieldError, Handler, HandlerResult, StoreFailure, validate,
+    ApiError, Ctx, Endpoint, EndpointId, FieldError, Handler, HandlerResult, validate,
 };
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use lambda_http::Request;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -21,18 +20,7 @@ use flowbotz_security::payments::customers::{
 };
 use flowbotz_security::ratelimit::StoreError;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "payment-intent",
-    route: "/api/payments/create-payment-intent",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: true,
-    csrf: true,
-    per_user_limit: true,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::PaymentIntent.endpoint();
 
 /// Without an `Idempotency-Key`, identical requests of one user within this many seconds are
 /// one intent, so a retried request cannot create a second one.

@@ -4,26 +4,14 @@ use flowbotz_security::accounts::password;
 use flowbotz_security::accounts::{UserRecord, UserStore, deliverable_domain, normalize_email};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::pipeline::{body_bytes, json};
-use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, StoreFailure, validate};
-use http::{Method, StatusCode};
+use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, validate};
+use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 use validator::{Validate, ValidationError};
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "register",
-    route: "/api/auth/register",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: false,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: true,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Register.endpoint();
 
 /// The one answer to every well-formed registration, new email or not.
 pub(crate) const ACCEPTED: &str =

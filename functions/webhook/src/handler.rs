@@ -3,7 +3,6 @@ use std::sync::Arc;
 
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::{ConfigError, Need};
-use flowbotz_security::guard::BodyKind;
 use flowbotz_security::payments::signature::{self, DEFAULT_TOLERANCE_SECS};
 use flowbotz_security::payments::{
     Claim, EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
@@ -11,23 +10,12 @@ use flowbotz_security::payments::{
 use flowbotz_security::pipeline::{body_bytes, json};
 use flowbotz_security::secrets::Secrets;
 use flowbotz_security::validate::integer;
-use flowbotz_security::{ApiError, Ctx, Endpoint, Handler, HandlerResult, Secret, StoreFailure};
-use http::{Method, StatusCode};
+use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, Secret};
+use http::StatusCode;
 use lambda_http::Request;
 use serde::Deserialize;
 
-pub(crate) const ENDPOINT: Endpoint = Endpoint {
-    name: "webhook",
-    route: "/api/payments/webhook",
-    methods: &[Method::POST],
-    body: BodyKind::Json,
-    auth: false,
-    csrf: false,
-    per_user_limit: false,
-    store_failure: StoreFailure::Closed,
-    security_sensitive: true,
-    ip_block: false,
-};
+pub(crate) const ENDPOINT: Endpoint = EndpointId::Webhook.endpoint();
 
 /// How long one delivery may hold an event before a retry may take it over.
 const LEASE_SECS: u64 = 60;

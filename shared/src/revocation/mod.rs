@@ -51,22 +51,11 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
-    use crate::guard::BodyKind;
-    use crate::pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure, json};
+
+    use crate::pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, json};
     use crate::session::Sessions;
 
-    const ENDPOINT: Endpoint = Endpoint {
-        name: "csrf-token",
-        route: "/api/auth/csrf-token",
-        methods: &[Method::GET],
-        body: BodyKind::None,
-        auth: true,
-        csrf: false,
-        per_user_limit: false,
-        store_failure: StoreFailure::Closed,
-        security_sensitive: true,
-        ip_block: true,
-    };
+    const ENDPOINT: Endpoint = crate::catalogue::EndpointId::CsrfToken.endpoint();
 
     struct Ok200;
 

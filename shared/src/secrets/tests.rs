@@ -432,7 +432,7 @@ fn given_a_webhook_secret_list_with_one_weak_part_when_loading_then_refused() {
 #[tokio::test]
 async fn given_expired_secrets_when_a_request_arrives_then_the_pipeline_answers_503() {
     use crate::guard::BodyKind;
-    use crate::pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure, json};
+    use crate::pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, json};
     use http::Method;
     use lambda_http::{Body, Request};
 
@@ -443,16 +443,10 @@ async fn given_expired_secrets_when_a_request_arrives_then_the_pipeline_answers_
         }
     }
     const HOOK: Endpoint = Endpoint {
-        name: "webhook",
-        route: "/api/payments/webhook",
-        methods: &[Method::POST],
         body: BodyKind::None,
-        auth: false,
-        csrf: false,
-        per_user_limit: false,
-        store_failure: StoreFailure::Closed,
-        security_sensitive: true,
+        body_bytes: 0,
         ip_block: true,
+        ..crate::catalogue::EndpointId::Webhook.endpoint()
     };
     let src = source();
     let clock = ManualClock::at_ms(T0);

@@ -2,11 +2,17 @@
 //! requests are counted. Events are API Gateway REST (v1) events built from the committed
 //! fixtures, as the deployed API sends them.
 
+use flowbotz_security::EndpointId;
 use flowbotz_security::session::Sessions;
 use flowbotz_tests::events::{Event, Shape};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+
+/// The route of an endpoint of the catalogue.
+fn route(id: EndpointId) -> &'static str {
+    id.endpoint().route
+}
 
 /// The password of every benchmark account (accepted by the password policy).
 pub const PASSWORD: &str = flowbotz_tests::stack::PASSWORD;
@@ -194,7 +200,7 @@ impl Context {
             .expect("HMAC takes any key length");
         mac.update(format!("{now}.{body}").as_bytes());
         let sig = hex::encode(mac.finalize().into_bytes());
-        Event::new(Shape::RestV1, "POST", "/api/payments/webhook")
+        Event::new(Shape::RestV1, "POST", route(EndpointId::Webhook))
             .source_ip(ip)
             .header("Content-Type", "application/json")
             .header("Stripe-Signature", &format!("t={now},v1={sig}"))
@@ -212,12 +218,12 @@ impl Context {
         let run = &self.run;
         let (event, status) = match f {
             Function::Bare | Function::BareDynamodb | Function::Health => (
-                Event::new(Shape::RestV1, "GET", "/api/health").source_ip(ip),
+                Event::new(Shape::RestV1, "GET", route(EndpointId::Health)).source_ip(ip),
                 200,
             ),
             Function::Register => (
                 post_json(
-                    "/api/auth/register",
+                    route(EndpointId::Register),
                     ip,
                     &json!({"email": self.registered_email(i), "password": PASSWORD}),
                 ),
@@ -225,28 +231,28 @@ impl Context {
             ),
             Function::Login => (
                 post_json(
-                    "/api/auth/login",
+                    route(EndpointId::Login),
                     ip,
                     &json!({"email": self.login_email, "password": PASSWORD}),
                 ),
                 200,
             ),
-            Function::CsrfToken => (self.authed("GET", "/api/auth/csrf-token", ip, user), 200),
+            Function::CsrfToken => (self.authed("GET", route(EndpointId::CsrfToken), ip, user), 200),
             Function::Chat => (
-                self.authed("POST", "/api/ai/chat", ip, user).json_body(
+                self.authed("POST", route(EndpointId::Chat), ip, user).json_body(
                     &json!({"messages": [{"role": "user", "content": "Hello, what can you do?"}]}),
                 ),
                 200,
             ),
             Function::PaymentIntent => (
-                self.authed("POST", "/api/payments/create-payment-intent", ip, user)
+                self.authed("POST", route(EndpointId::PaymentIntent), ip, user)
                     .header("Idempotency-Key", &format!("order-{run}-{i}"))
                     .json_body(&json!({"amount": 2000, "currency": "usd"})),
                 200,
             ),
             Function::Webhook => (self.webhook(ip, &format!("evt_{run}x{i}")), 200),
             Function::Account => (
-                self.authed("DELETE", "/api/account", ip, &self.account_user(i)),
+                self.authed("DELETE", route(EndpointId::Account), ip, &self.account_user(i)),
                 204,
             ),
         };
@@ -263,7 +269,7 @@ impl Context {
         Case {
             label: "wrong password → 401",
             event: post_json(
-                "/api/auth/login",
+                route(EndpointId::Login),
                 ip,
                 &json!({"email": self.login_email, "password": "wrong password for timing"}),
             )
@@ -278,7 +284,7 @@ impl Context {
         Case {
             label: "email already registered → 202",
             event: post_json(
-                "/api/auth/register",
+                route(EndpointId::Register),
                 ip,
                 &json!({"email": self.login_email, "password": PASSWORD}),
             )
@@ -293,7 +299,7 @@ impl Context {
         Case {
             label: "unknown email → 401",
             event: post_json(
-                "/api/auth/login",
+                route(EndpointId::Login),
                 ip,
                 &json!({"email": format!("nobody-{}@example.com", self.run), "password": "wrong password for timing"}),
             )
@@ -338,13 +344,13 @@ impl Context {
                 vec![vec![
                     case(
                         "new email",
-                        post_json("/api/auth/register", &ip(1), &body),
+                        post_json(route(EndpointId::Register), &ip(1), &body),
                         202,
                         1,
                     ),
                     case(
                         "email already registered",
-                        post_json("/api/auth/register", &ip(1), &body),
+                        post_json(route(EndpointId::Register), &ip(1), &body),
                         202,
                         1,
                     ),
@@ -359,31 +365,31 @@ impl Context {
                 vec![vec![
                     case(
                         "wrong password",
-                        post_json("/api/auth/login", &ip(1), &wrong),
+                        post_json(route(EndpointId::Login), &ip(1), &wrong),
                         401,
                         1,
                     ),
                     case(
                         "right password after a failure (clears the count)",
-                        post_json("/api/auth/login", &ip(1), &right),
+                        post_json(route(EndpointId::Login), &ip(1), &right),
                         200,
                         1,
                     ),
                     case(
                         "right password",
-                        post_json("/api/auth/login", &ip(1), &right),
+                        post_json(route(EndpointId::Login), &ip(1), &right),
                         200,
                         1,
                     ),
                     case(
                         "over the burst limit → 429 (violation recorded)",
-                        post_json("/api/auth/login", &ip(1), &right),
+                        post_json(route(EndpointId::Login), &ip(1), &right),
                         429,
                         1,
                     ),
                     case(
                         "unknown email",
-                        post_json("/api/auth/login", &ip(2), &unknown),
+                        post_json(route(EndpointId::Login), &ip(2), &unknown),
                         401,
                         1,
                     ),
@@ -409,7 +415,7 @@ impl Context {
             }
             Function::Account => {
                 let user = self.count_account_user();
-                let erase = || self.authed("DELETE", "/api/account", &ip(1), &user);
+                let erase = || self.authed("DELETE", route(EndpointId::Account), &ip(1), &user);
                 vec![vec![
                     case("erase an existing account", erase(), 204, 1),
                     case(

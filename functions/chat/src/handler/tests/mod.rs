@@ -626,7 +626,10 @@ async fn given_ai_switched_off_when_chatting_then_503_and_no_provider_call() {
 
 #[test]
 fn given_chat_when_its_rate_limit_store_fails_then_it_fails_closed() {
-    assert_eq!(ENDPOINT.store_failure, StoreFailure::Closed);
+    assert_eq!(
+        ENDPOINT.store_failure,
+        flowbotz_security::StoreFailure::Closed
+    );
 }
 
 /// A provider whose 200 answer could not be used.
