@@ -37,11 +37,23 @@ pub enum EndpointId {
     Health,
     /// `DELETE /api/account`.
     Account,
+    /// `POST /api/auth/verify-email`.
+    VerifyEmail,
+    /// `POST /api/auth/password-reset`.
+    PasswordReset,
+    /// `POST /api/auth/password-reset/confirm`.
+    PasswordResetConfirm,
+    /// `POST /api/auth/password`.
+    ChangePassword,
+    /// `POST /api/auth/logout`.
+    Logout,
+    /// `POST /api/auth/logout-all`.
+    LogoutAll,
 }
 
 impl EndpointId {
     /// Every endpoint, in the catalogue's order.
-    pub const ALL: [EndpointId; 8] = [
+    pub const ALL: [EndpointId; 14] = [
         EndpointId::Register,
         EndpointId::Login,
         EndpointId::CsrfToken,
@@ -50,6 +62,12 @@ impl EndpointId {
         EndpointId::Webhook,
         EndpointId::Health,
         EndpointId::Account,
+        EndpointId::VerifyEmail,
+        EndpointId::PasswordReset,
+        EndpointId::PasswordResetConfirm,
+        EndpointId::ChangePassword,
+        EndpointId::Logout,
+        EndpointId::LogoutAll,
     ];
 
     /// The endpoint's policy.
@@ -64,7 +82,7 @@ impl EndpointId {
 }
 
 /// Every endpoint's policy, indexed by [`EndpointId`].
-pub const ENDPOINTS: [Endpoint; 8] = [
+pub const ENDPOINTS: [Endpoint; 14] = [
     Endpoint {
         id: EndpointId::Register,
         name: "register",
@@ -194,6 +212,102 @@ pub const ENDPOINTS: [Endpoint; 8] = [
         security_sensitive: true,
         ip_block: true,
         rate: RateLimit::new(3, None),
+        body_bytes: 0,
+    },
+    Endpoint {
+        id: EndpointId::VerifyEmail,
+        name: "verify-email",
+        function: "verify-email",
+        route: "/api/auth/verify-email",
+        methods: &[Method::POST],
+        body: BodyKind::Json,
+        auth: false,
+        csrf: false,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(10, None),
+        body_bytes: 4 * KIB,
+    },
+    Endpoint {
+        id: EndpointId::PasswordReset,
+        name: "password-reset",
+        function: "reset",
+        route: "/api/auth/password-reset",
+        methods: &[Method::POST],
+        body: BodyKind::Json,
+        auth: false,
+        csrf: false,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(3, None),
+        body_bytes: 4 * KIB,
+    },
+    Endpoint {
+        id: EndpointId::PasswordResetConfirm,
+        name: "password-reset-confirm",
+        function: "reset",
+        route: "/api/auth/password-reset/confirm",
+        methods: &[Method::POST],
+        body: BodyKind::Json,
+        auth: false,
+        csrf: false,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(5, None),
+        body_bytes: 4 * KIB,
+    },
+    Endpoint {
+        id: EndpointId::ChangePassword,
+        name: "change-password",
+        function: "password",
+        route: "/api/auth/password",
+        methods: &[Method::POST],
+        body: BodyKind::Json,
+        auth: true,
+        csrf: true,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(5, None),
+        body_bytes: 4 * KIB,
+    },
+    Endpoint {
+        id: EndpointId::Logout,
+        name: "logout",
+        function: "logout",
+        route: "/api/auth/logout",
+        methods: &[Method::POST],
+        body: BodyKind::None,
+        auth: true,
+        csrf: true,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(20, None),
+        body_bytes: 0,
+    },
+    Endpoint {
+        id: EndpointId::LogoutAll,
+        name: "logout-all",
+        function: "logout",
+        route: "/api/auth/logout-all",
+        methods: &[Method::POST],
+        body: BodyKind::None,
+        auth: true,
+        csrf: true,
+        per_user_limit: false,
+        store_failure: StoreFailure::Closed,
+        security_sensitive: true,
+        ip_block: true,
+        rate: RateLimit::new(20, None),
         body_bytes: 0,
     },
 ];

@@ -55,6 +55,14 @@ pub enum ApiError {
     /// Login with an unknown email or a wrong password (one answer for both).
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A mailed link's token (email verification, password reset) that is unknown, expired,
+    /// already used or meant for something else, or a verification whose password does not
+    /// match the registration's (one answer for all).
+    #[error("invalid link")]
+    InvalidLink,
+    /// Email verification for an address that meanwhile has a verified account.
+    #[error("account exists")]
+    AccountExists,
     /// Refused by CSRF or origin protection.
     #[error("forbidden: {0:?}")]
     Forbidden(ForbiddenKind),
@@ -145,7 +153,10 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::MaliciousInput(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::MaliciousInput(_) | Self::InvalidLink => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::AccountExists => StatusCode::CONFLICT,
             Self::Unauthorized(_) | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::IpBlocked { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -170,6 +181,8 @@ impl ApiError {
             Self::MaliciousInput(_) => "malicious-input",
             Self::Unauthorized(_) => "unauthorized",
             Self::InvalidCredentials => "invalid-credentials",
+            Self::InvalidLink => "invalid-link",
+            Self::AccountExists => "account-exists",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf-token-invalid",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "cross-origin-request",
             Self::IpBlocked { .. } => "ip-blocked",
@@ -194,6 +207,8 @@ impl ApiError {
             Self::MaliciousInput(_) => "Request rejected",
             Self::Unauthorized(_) => "Authentication required",
             Self::InvalidCredentials => "Invalid credentials",
+            Self::InvalidLink => "Invalid or expired link",
+            Self::AccountExists => "Account exists",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "CSRF token missing or invalid",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "Cross-origin request refused",
             Self::IpBlocked { .. } => "Client blocked",
@@ -218,6 +233,14 @@ impl ApiError {
             Self::MaliciousInput(what) => format!("The request contains {what}."),
             Self::Unauthorized(_) => "A valid bearer token is required.".into(),
             Self::InvalidCredentials => "The email or password is incorrect.".into(),
+            Self::InvalidLink => {
+                "The link is invalid, expired or already used, or the password does not match; \
+                 request a new one."
+                    .into()
+            }
+            Self::AccountExists => {
+                "This email already has an account: sign in, or reset its password.".into()
+            }
             Self::Forbidden(ForbiddenKind::CsrfToken) => {
                 "Send the X-CSRF-Token issued for this session.".into()
             }
@@ -258,6 +281,8 @@ impl ApiError {
             Self::BadRequest(_) => "request.malformed",
             Self::MaliciousInput(_) => "request.malicious",
             Self::Unauthorized(_) | Self::InvalidCredentials => "auth.failure",
+            Self::InvalidLink => "auth.link_invalid",
+            Self::AccountExists => "auth.account_exists",
             Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf.failure",
             Self::Forbidden(ForbiddenKind::CrossOrigin) => "csrf.origin_refused",
             Self::IpBlocked { .. } => "ip.blocked",
@@ -407,6 +432,22 @@ mod tests {
                 "Invalid credentials",
                 "The email or password is incorrect.",
                 Some("auth.failure"),
+                None,
+            ),
+            (
+                ApiError::InvalidLink,
+                400,
+                "Invalid or expired link",
+                "The link is invalid, expired or already used, or the password does not match; request a new one.",
+                Some("auth.link_invalid"),
+                None,
+            ),
+            (
+                ApiError::AccountExists,
+                409,
+                "Account exists",
+                "This email already has an account: sign in, or reset its password.",
+                Some("auth.account_exists"),
                 None,
             ),
             (

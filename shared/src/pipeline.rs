@@ -234,6 +234,12 @@ impl Pipeline {
         &self.config
     }
 
+    /// Whether `req` is addressed to this pipeline's route (a function serving two endpoints
+    /// picks its pipeline with this; every other check stays in [`Pipeline::serve`]).
+    pub fn serves(&self, req: &Request) -> bool {
+        raw_path(req) == self.endpoint.route
+    }
+
     /// Runs `req` through every control and `handler`, and returns the finished response.
     pub async fn serve<H: Handler>(&self, req: Request, handler: &H) -> Response<Body> {
         let started = Instant::now();

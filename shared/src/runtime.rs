@@ -28,6 +28,30 @@ pub fn limiter(config: &Config, client: Client) -> Arc<RateLimiter> {
     ))
 }
 
+/// Serves Lambda invocations of a function with two endpoints (a tight family such as the two
+/// reset steps): a request addressed to `second`'s route goes through it, every other request
+/// through `first` (which answers 404 for a route it does not serve).
+pub async fn run_pair<A: Handler + 'static, B: Handler + 'static>(
+    first: (Pipeline, A),
+    second: (Pipeline, B),
+) -> Result<(), lambda_http::Error> {
+    let first = Arc::new(first);
+    let second = Arc::new(second);
+    lambda_http::run(service_fn(move |req: Request| {
+        let first = Arc::clone(&first);
+        let second = Arc::clone(&second);
+        async move {
+            let resp = if second.0.serves(&req) {
+                second.0.serve(req, &second.1).await
+            } else {
+                first.0.serve(req, &first.1).await
+            };
+            Ok::<_, Infallible>(resp)
+        }
+    }))
+    .await
+}
+
 /// Serves Lambda invocations through `pipeline` and `handler` until the runtime stops.
 pub async fn run<H: Handler + 'static>(
     pipeline: Pipeline,
