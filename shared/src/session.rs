@@ -1,7 +1,8 @@
 //! Sessions: HS256 access tokens (JWT) and CSRF tokens bound to the user.
 //!
-//! Access tokens carry `sub`, `iat`, `nbf`, `exp`, `iss`, `aud`, `jti` and a `kid` header naming
-//! the key; only HS256 is accepted, and a previous key still verifies (never signs) during a
+//! Access tokens carry `sub`, `iat`, `nbf`, `exp`, `iss`, `aud`, `jti`, the account's session
+//! generation `gen` (0 when absent, so older tokens still parse; see [`crate::revocation`]) and a
+//! `kid` header naming the key; only HS256 is accepted, and a previous key still verifies (never signs) during a
 //! rotation. CSRF tokens are `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the user id,
 //! expiry and nonce, compared in constant time.
 
@@ -47,6 +48,10 @@ pub struct Claims {
     pub aud: String,
     /// Unique token id.
     pub jti: String,
+    /// The account's session generation when the token was issued (private claim `gen`;
+    /// 0 when absent). The session ends once the account's generation moves past it.
+    #[serde(rename = "gen", default)]
+    pub generation: u64,
 }
 
 struct Key {
@@ -218,14 +223,21 @@ impl Sessions {
         }
     }
 
-    /// Signs an access token for `user_id` with the current key.
-    pub fn issue_access_token(&self, user_id: &str) -> Result<Issued, ApiError> {
-        self.issue_session(user_id).map(|(issued, _)| issued)
+    /// Signs an access token for `user_id` at the account's session generation `generation`
+    /// with the current key.
+    pub fn issue_access_token(&self, user_id: &str, generation: u64) -> Result<Issued, ApiError> {
+        self.issue_session(user_id, generation)
+            .map(|(issued, _)| issued)
     }
 
-    /// Signs an access token for `user_id` and returns it with its claims, which a CSRF token
-    /// for the same session is bound to ([`Sessions::issue_csrf`]).
-    pub fn issue_session(&self, user_id: &str) -> Result<(Issued, Claims), ApiError> {
+    /// Signs an access token for `user_id` at the account's session generation `generation`
+    /// (login reads it from the account's `UserRecord::session_gen`) and returns it with its claims, which a CSRF token for the same session is
+    /// bound to ([`Sessions::issue_csrf`]).
+    pub fn issue_session(
+        &self,
+        user_id: &str,
+        generation: u64,
+    ) -> Result<(Issued, Claims), ApiError> {
         let i = &self.inner;
         let keys = self.keys();
         let now = i.clock.now_s();
@@ -237,6 +249,7 @@ impl Sessions {
             iss: i.issuer.clone(),
             aud: i.audience.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            generation,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(keys.current.kid.clone());
