@@ -473,9 +473,7 @@ impl Config {
             },
             app_base_url: match get("APP_BASE_URL") {
                 Some(v) => Some(check_app_base_url(&v, environment)?),
-                None => {
-                    (environment == Environment::Development).then(|| DEV_APP_BASE_URL.into())
-                }
+                None => (environment == Environment::Development).then(|| DEV_APP_BASE_URL.into()),
             },
         })
     }
@@ -705,7 +703,9 @@ fn check_mail_from(value: &str) -> Result<String, ConfigError> {
     let v = value.trim();
     let ok = v.split_once('@').is_some_and(|(local, domain)| {
         !local.is_empty() && domain.contains('.') && !domain.contains('@')
-    }) && !v.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>');
+    }) && !v
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>');
     if ok {
         Ok(v.to_string())
     } else {
@@ -737,7 +737,9 @@ fn check_app_base_url(value: &str, env: Environment) -> Result<String, ConfigErr
         || rest.contains(['?', '#', '@', ' ', '\\'])
         || rest.chars().any(char::is_control)
     {
-        return Err(invalid("scheme://host[:port][/path] with no query, fragment or user"));
+        return Err(invalid(
+            "scheme://host[:port][/path] with no query, fragment or user",
+        ));
     }
     Ok(v.to_string())
 }
@@ -1118,10 +1120,16 @@ mod tests {
     fn given_staging_or_production_when_mail_is_unset_then_the_mailer_is_refused_naming_it() {
         for env in ["staging", "production"] {
             let c = cfg(&[("ENVIRONMENT", env)]).expect("config loads for functions without mail");
-            assert!(c.mail().unwrap_err().to_string().contains("MAIL_FROM"), "{env}");
+            assert!(
+                c.mail().unwrap_err().to_string().contains("MAIL_FROM"),
+                "{env}"
+            );
             let c = cfg(&[("ENVIRONMENT", env), ("MAIL_FROM", "no-reply@example.com")])
                 .expect("config");
-            assert!(c.mail().unwrap_err().to_string().contains("APP_BASE_URL"), "{env}");
+            assert!(
+                c.mail().unwrap_err().to_string().contains("APP_BASE_URL"),
+                "{env}"
+            );
             let c = cfg(&[
                 ("ENVIRONMENT", env),
                 ("MAIL_FROM", "no-reply@example.com"),
@@ -1148,8 +1156,11 @@ mod tests {
             let err = cfg(&[("MAIL_FROM", bad)]).unwrap_err();
             assert!(err.to_string().contains("MAIL_FROM"), "{bad}");
         }
-        let err = cfg(&[("ENVIRONMENT", "production"), ("APP_BASE_URL", "http://app.example.com")])
-            .unwrap_err();
+        let err = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("APP_BASE_URL", "http://app.example.com"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
         for bad in [
             "app.example.com",

@@ -145,13 +145,23 @@ impl DynamoUserStore {
             Some(jti) => index
                 .update_expression("SET #gen = if_not_exists(#gen, :zero) + :one, #keep = :keep")
                 .expression_attribute_values(":keep", s(jti)),
-            None => index.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one REMOVE #keep"),
+            None => {
+                index.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one REMOVE #keep")
+            }
         };
         let mut tx = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(built(account.build())?).build())
-            .transact_items(TransactWriteItem::builder().update(built(index.build())?).build());
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(built(account.build())?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(built(index.build())?)
+                    .build(),
+            );
         if password_hash.is_some() {
             let clear = Delete::builder()
                 .table_name(&self.table)

@@ -35,7 +35,10 @@ impl MemoryUserStore {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn by_id<'a>(users: &'a mut HashMap<String, Account>, user_id: &str) -> Option<&'a mut Account> {
+    fn by_id<'a>(
+        users: &'a mut HashMap<String, Account>,
+        user_id: &str,
+    ) -> Option<&'a mut Account> {
         users.values_mut().find(|a| a.user.user_id == user_id)
     }
 }

@@ -139,12 +139,34 @@ mod tests {
                 .await
                 .expect("register"),
         );
-        assert!(users.lookup("ada@example.com").await.expect("lookup").0.is_none());
+        assert!(
+            users
+                .lookup("ada@example.com")
+                .await
+                .expect("lookup")
+                .0
+                .is_none()
+        );
 
         // The owner clicks the attacker's link without knowing its password: nothing.
-        let v = verify(&users, &tokens, attacker.expose(), OWNER_PW, "u-x".into(), 102).await;
+        let v = verify(
+            &users,
+            &tokens,
+            attacker.expose(),
+            OWNER_PW,
+            "u-x".into(),
+            102,
+        )
+        .await;
         assert!(matches!(v, Ok(Verification::Refused)));
-        assert!(users.lookup("ada@example.com").await.expect("lookup").0.is_none());
+        assert!(
+            users
+                .lookup("ada@example.com")
+                .await
+                .expect("lookup")
+                .0
+                .is_none()
+        );
 
         let v = verify(&users, &tokens, owner.expose(), OWNER_PW, "u-1".into(), 103).await;
         let Ok(Verification::Created(user)) = v else {
@@ -164,8 +186,16 @@ mod tests {
      {
         let users = MemoryUserStore::new();
         let tokens = MemoryTokenStore::new();
-        let first = token(register(&users, &tokens, pending(OWNER_PW), 1).await.expect("r"));
-        let second = token(register(&users, &tokens, pending(OWNER_PW), 2).await.expect("r"));
+        let first = token(
+            register(&users, &tokens, pending(OWNER_PW), 1)
+                .await
+                .expect("r"),
+        );
+        let second = token(
+            register(&users, &tokens, pending(OWNER_PW), 2)
+                .await
+                .expect("r"),
+        );
         assert!(matches!(
             verify(&users, &tokens, first.expose(), OWNER_PW, "u-1".into(), 3).await,
             Ok(Verification::Created(_))

@@ -160,7 +160,11 @@ mod tests {
         let m = existing_account("ada@example.com", &links, "r1");
         assert!(m.text.contains("https://app.example.test/#reset=r1"));
         assert!(!m.text.contains("#verify="));
-        assert!(reset("a@b.example", &links, "r2").text.contains("/#reset=r2"));
+        assert!(
+            reset("a@b.example", &links, "r2")
+                .text
+                .contains("/#reset=r2")
+        );
         let n = no_account("a@b.example");
         assert!(!n.text.contains("http"));
         assert_ne!(m.subject, n.subject);
@@ -171,7 +175,10 @@ mod tests {
         let links = Links::new("https://app.example.test/");
         let m = verification("ada@example.com", &links, "secret-token");
         let dbg = format!("{m:?}");
-        assert!(!dbg.contains("secret-token") && !dbg.contains("ada@"), "{dbg}");
+        assert!(
+            !dbg.contains("secret-token") && !dbg.contains("ada@"),
+            "{dbg}"
+        );
         assert_eq!(links.verify("t"), "https://app.example.test/#verify=t");
     }
 }

@@ -50,8 +50,13 @@ impl DynamoSessionStore {
     async fn read(
         &self,
         keys: KeysAndAttributes,
-    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<KeysAndAttributes>), StoreError>
-    {
+    ) -> Result<
+        (
+            Vec<HashMap<String, AttributeValue>>,
+            Option<KeysAndAttributes>,
+        ),
+        StoreError,
+    > {
         let mut out = self
             .client
             .batch_get_item()

@@ -147,7 +147,10 @@ mod tests {
     async fn given_an_erased_account_or_ended_sessions_when_its_token_is_used_then_401() {
         let store = Arc::new(MemorySessions::new());
         let (pipeline, sessions, clock) = setup(store.clone());
-        let token = sessions.issue_access_token("alice", 0).expect("token").token;
+        let token = sessions
+            .issue_access_token("alice", 0)
+            .expect("token")
+            .token;
         store.set("alice", 0, None);
         assert_eq!(pipeline.serve(get(&token), &Ok200).await.status(), 200);
 
@@ -155,7 +158,10 @@ mod tests {
         store.set("alice", 1, None);
         assert_eq!(pipeline.serve(get(&token), &Ok200).await.status(), 401);
         clock.advance_ms(2000);
-        let later = sessions.issue_access_token("alice", 1).expect("token").token;
+        let later = sessions
+            .issue_access_token("alice", 1)
+            .expect("token")
+            .token;
         assert_eq!(pipeline.serve(get(&later), &Ok200).await.status(), 200);
 
         // Erasure: no account, no session.
@@ -169,7 +175,10 @@ mod tests {
         let (pipeline, sessions, _) = setup(store.clone());
         store.set("alice", 3, None);
         let (one, one_claims) = sessions.issue_session("alice", 3).expect("token");
-        let two = sessions.issue_access_token("alice", 3).expect("token").token;
+        let two = sessions
+            .issue_access_token("alice", 3)
+            .expect("token")
+            .token;
         store.deny(&one_claims.jti);
         assert_eq!(pipeline.serve(get(&one.token), &Ok200).await.status(), 401);
         assert_eq!(pipeline.serve(get(&two), &Ok200).await.status(), 200);
@@ -180,7 +189,10 @@ mod tests {
         let store = Arc::new(MemorySessions::new());
         let (pipeline, sessions, _) = setup(store.clone());
         let (mine, me) = sessions.issue_session("alice", 4).expect("token");
-        let other = sessions.issue_access_token("alice", 4).expect("token").token;
+        let other = sessions
+            .issue_access_token("alice", 4)
+            .expect("token")
+            .token;
         store.set("alice", 5, Some(&me.jti));
         assert_eq!(pipeline.serve(get(&mine.token), &Ok200).await.status(), 200);
         assert_eq!(pipeline.serve(get(&other), &Ok200).await.status(), 401);
@@ -217,16 +229,31 @@ mod tests {
         assert_eq!(state(None, false, &claims(0, "j")), Ended);
         assert_eq!(state(Some(&acct(2, None)), false, &claims(1, "j")), Ended);
         assert_eq!(state(Some(&acct(2, None)), false, &claims(3, "j")), Ended);
-        assert_eq!(state(Some(&acct(2, Some("j"))), false, &claims(1, "j")), Active);
-        assert_eq!(state(Some(&acct(2, Some("j"))), true, &claims(1, "j")), Ended);
-        assert_eq!(state(Some(&acct(2, Some("k"))), false, &claims(1, "j")), Ended);
-        assert_eq!(state(Some(&acct(2, Some("j"))), false, &claims(3, "j")), Ended);
+        assert_eq!(
+            state(Some(&acct(2, Some("j"))), false, &claims(1, "j")),
+            Active
+        );
+        assert_eq!(
+            state(Some(&acct(2, Some("j"))), true, &claims(1, "j")),
+            Ended
+        );
+        assert_eq!(
+            state(Some(&acct(2, Some("k"))), false, &claims(1, "j")),
+            Ended
+        );
+        assert_eq!(
+            state(Some(&acct(2, Some("j"))), false, &claims(3, "j")),
+            Ended
+        );
     }
 
     #[tokio::test]
     async fn given_the_session_store_down_when_a_token_is_used_then_503_never_admitted() {
         let (pipeline, sessions, _) = setup(Arc::new(Down));
-        let token = sessions.issue_access_token("alice", 0).expect("token").token;
+        let token = sessions
+            .issue_access_token("alice", 0)
+            .expect("token")
+            .token;
         assert_eq!(pipeline.serve(get(&token), &Ok200).await.status(), 503);
     }
 }

@@ -118,7 +118,8 @@ pub struct PendingRegistration {
 
 impl std::fmt::Debug for PendingRegistration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingRegistration").finish_non_exhaustive()
+        f.debug_struct("PendingRegistration")
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,7 +215,10 @@ mod tests {
         assert_ne!(a.hash(), a.expose());
         assert!(!format!("{a:?}").contains(a.expose()));
         let dbg = format!("{:?}", pending());
-        assert!(!dbg.contains("secret-hash") && !dbg.contains("ada@"), "{dbg}");
+        assert!(
+            !dbg.contains("secret-hash") && !dbg.contains("ada@"),
+            "{dbg}"
+        );
         assert!(!well_formed("short") && !well_formed(&"a".repeat(42)));
         assert!(!well_formed(&format!("{}=", "a".repeat(42))));
     }
@@ -231,9 +235,15 @@ mod tests {
         let store = MemoryTokenStore::new();
         let token = issue(&store, &pending(), 1000).await.expect("issue");
         let t = token.expose();
-        assert_eq!(store.consume(t, Purpose::Reset, 1001).await.expect("c"), None);
         assert_eq!(
-            store.consume(t, Purpose::Verify, 1000 + 86_400).await.expect("c"),
+            store.consume(t, Purpose::Reset, 1001).await.expect("c"),
+            None
+        );
+        assert_eq!(
+            store
+                .consume(t, Purpose::Verify, 1000 + 86_400)
+                .await
+                .expect("c"),
             None,
             "expired at its lifetime"
         );
@@ -241,6 +251,9 @@ mod tests {
             store.consume(t, Purpose::Verify, 1001).await.expect("c"),
             Some(pending())
         );
-        assert_eq!(store.consume(t, Purpose::Verify, 1002).await.expect("c"), None);
+        assert_eq!(
+            store.consume(t, Purpose::Verify, 1002).await.expect("c"),
+            None
+        );
     }
 }
