@@ -1303,3 +1303,53 @@ mod tokens {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Mail through the SES v2 SDK to the local SES
+// ------------------------------------------------------------------------------------------
+
+#[cfg(feature = "e2e")]
+mod mail {
+    use std::time::Duration;
+
+    use flowbotz_security::accounts::tokens::OneTimeToken;
+    use flowbotz_security::mail::ses::{SesMailer, client};
+    use flowbotz_security::mail::{self, Links, Mailer};
+    use flowbotz_tests::mailbox::wait_for_mail;
+
+    #[tokio::test]
+    async fn ses_mailer_sends_through_the_sdk_and_the_local_mailbox_shows_it() {
+        let from = std::env::var("MAIL_FROM").unwrap_or_else(|_| "no-reply@flowbotz.test".into());
+        let c = client(Duration::from_secs(5)).await;
+        let to = format!(
+            "mail-{}@example.com",
+            flowbotz_tests::events::unique_ip().replace([':', '.'], "")
+        );
+        let links = Links::new("http://localhost:5173");
+        let token = OneTimeToken::generate().expect("token");
+        SesMailer::new(c.clone(), from.clone())
+            .send(&mail::verification(&to, &links, token.expose()))
+            .await
+            .expect("sent through SES v2");
+        let mails = wait_for_mail(&to, 1, Duration::from_secs(5)).await;
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].from, from);
+        assert_eq!(mails[0].subject, mail::VERIFY_SUBJECT);
+        assert_eq!(
+            mails[0].link_token("verify").as_deref(),
+            Some(token.expose())
+        );
+        assert!(
+            mails[0]
+                .text
+                .contains(&format!("http://localhost:5173/#verify={}", token.expose()))
+        );
+
+        // A sender identity that SES has not verified is refused, and nothing is kept.
+        let refused = SesMailer::new(c, "someone@unverified.example")
+            .send(&mail::no_account(&to))
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(flowbotz_tests::mailbox::mailbox(&to).await.len(), 1);
+    }
+}
