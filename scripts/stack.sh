@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local stack: moto_server (DynamoDB and Secrets Manager), the tables and secrets from
+# The local stack: moto_server (DynamoDB, Secrets Manager and SES; scripts/mailbox.py prints each mail sent), the tables and secrets from
 # template.yaml, and every function behind `cargo lambda watch`.
 #
 #   scripts/stack.sh run     serve in the foreground until Ctrl-C (make run)
@@ -46,6 +46,7 @@ lambda_env() {
     cat "$RUN_DIR/secrets.env"
     echo "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT"
     echo "AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT"
+    echo "AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:$MOTO_PORT"
     echo "STRIPE_API_BASE=http://127.0.0.1:$STRIPE_PORT/"
     if [ -n "${EXTRA_ENV:-}" ]; then grep -v '^#' "$EXTRA_ENV"; fi
   } | grep -v '^\s*$' > "$f"
@@ -66,7 +67,7 @@ wait_http() { # url seconds
 }
 
 start_moto() {
-  log "starting moto_server (DynamoDB, Secrets Manager) on 127.0.0.1:$MOTO_PORT"
+  log "starting moto_server (DynamoDB, Secrets Manager, SES) on 127.0.0.1:$MOTO_PORT"
   MOTO_PORT=$MOTO_PORT .venv/bin/python scripts/dynamodb_local.py 127.0.0.1 "$MOTO_PORT" > "$RUN_DIR/moto.log" 2>&1 &
   echo $! > "$RUN_DIR/moto.pid"
   wait_http "http://127.0.0.1:$MOTO_PORT/moto-api/" 30
@@ -76,6 +77,14 @@ start_moto() {
   log "creating secrets from template.yaml"
   AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_secrets.py \
     template.yaml .env config/local-secrets.env > "$RUN_DIR/secrets.env"
+  log "verifying the mail sender identity in the local SES"
+  AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:$MOTO_PORT .venv/bin/python scripts/create_mail_identity.py
+}
+
+start_mailbox() {
+  # Each new mail's recipient, subject and link, printed in this terminal (make run).
+  .venv/bin/python scripts/mailbox.py "$MOTO_PORT" &
+  echo $! > "$RUN_DIR/mailbox.pid"
 }
 
 start_stripe() {
@@ -109,7 +118,7 @@ start_watch() { # foreground|background
 }
 
 stop() {
-  for name in watch stripe moto; do
+  for name in mailbox watch stripe moto; do
     local pidfile=$RUN_DIR/$name.pid
     if [ -f "$pidfile" ]; then
       local pid
@@ -125,7 +134,8 @@ banner() {
   cat <<MSG
 
 FlowBotz API on http://127.0.0.1:$API_PORT
-  DynamoDB and Secrets Manager: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
+  DynamoDB, Secrets Manager and SES: moto on 127.0.0.1:$MOTO_PORT; Stripe stand-in on 127.0.0.1:$STRIPE_PORT
+  Mail sent (recipient, subject, link) is printed below as it arrives.
 Routes:
 $(sed -n '/^\[workspace.metadata.lambda.watch.router\]/,/^\[/p' Cargo.toml | grep '^"' | grep -v '{' | sed 's/^"\(.*\)" = "\(.*\)"/  http:\/\/127.0.0.1:'"$API_PORT"'\1  ->  \2/')
 Try:
@@ -146,6 +156,7 @@ case "${1:-}" in
     build
     start_watch foreground
     banner
+    start_mailbox
     wait
     ;;
   start)

@@ -48,6 +48,7 @@ set -a; . config/local.env; set +a
 export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
 export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$MOTO_PORT
+export AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:$MOTO_PORT
 export FLOWBOTZ_FUNCTION_LOG=$PWD/.run/$API_PORT/watch.log
 export FLOWBOTZ_STRIPE_URL=http://127.0.0.1:$((API_PORT + 3111))
 

@@ -212,7 +212,7 @@ async fn given_tokens_signed_before_a_rotation_when_verified_after_it_then_they_
     let jwt = create(&client, "jwt").await;
     let csrf = create(&client, "csrf").await;
     let (sessions, secrets) = sessions_on(&jwt, &csrf).await;
-    let (before, session) = sessions.issue_session("user-1").expect("token");
+    let (before, session) = sessions.issue_session("user-1", 0).expect("token");
     let before = before.token;
     let csrf_before = sessions.issue_csrf(&session).token;
 
@@ -228,7 +228,10 @@ async fn given_tokens_signed_before_a_rotation_when_verified_after_it_then_they_
         "user-1"
     );
     assert!(sessions.verify_csrf(&csrf_before, &session).is_ok());
-    let after = sessions.issue_access_token("user-1").expect("token").token;
+    let after = sessions
+        .issue_access_token("user-1", 0)
+        .expect("token")
+        .token;
 
     // An instance started after the rotation verifies what the old key signed, too.
     let (fresh, _) = sessions_on(&jwt, &csrf).await;

@@ -555,6 +555,8 @@ async fn customer_suite(
             password_hash: "x".into(),
             name: None,
             created_at: 1,
+            email_verified_at: 1,
+            session_gen: 0,
         })
         .await
         .expect("create");
@@ -901,79 +903,453 @@ mod attempts {
 // Session liveness
 // ------------------------------------------------------------------------------------------
 
-#[cfg(feature = "e2e")]
 mod sessions {
-    use flowbotz_security::accounts::dynamodb::DynamoUserStore;
-    use flowbotz_security::accounts::{UserRecord, UserStore};
-    use flowbotz_security::revocation::dynamodb::{DynamoSessionStore, SESSIONS_VALID_AFTER};
+    use std::sync::Arc;
+
+    use flowbotz_security::accounts::memory::MemoryUserStore;
+    use flowbotz_security::accounts::{Attempt, EndSessions, UserRecord, UserStore};
     use flowbotz_security::revocation::{SessionState, SessionStore};
     use flowbotz_security::session::Claims;
 
-    fn claims(user: &str, iat: u64) -> Claims {
+    pub(super) fn claims(user: &str, generation: u64, jti: &str) -> Claims {
         Claims {
             sub: user.into(),
-            iat,
-            nbf: iat,
-            exp: iat + 900,
+            iat: 100,
+            nbf: 100,
+            exp: 1000,
             iss: "i".into(),
             aud: "a".into(),
-            jti: "j".into(),
+            jti: format!("{jti}-{user}"),
+            generation,
         }
     }
 
+    pub(super) fn account(label: &str) -> UserRecord {
+        let id = format!(
+            "u-{label}-{}",
+            flowbotz_tests::events::unique_ip().replace([':', '.'], "")
+        );
+        UserRecord {
+            email: format!("{id}@example.com"),
+            user_id: id,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            name: Some("Ada".into()),
+            created_at: 1,
+            email_verified_at: 2,
+            session_gen: 0,
+        }
+    }
+
+    async fn state(s: &dyn SessionStore, c: &Claims) -> SessionState {
+        s.check(c).await.expect("check")
+    }
+
+    /// Session generations, keepers, denials and erasure, through the user store's writes and
+    /// the session store's one read.
+    pub(super) async fn suite(users: Arc<dyn UserStore>, sessions: Arc<dyn SessionStore>) {
+        use SessionState::{Active, Ended};
+        let user = account("gen");
+        let id = user.user_id.clone();
+        assert_eq!(
+            state(&*sessions, &claims(&id, 0, "a")).await,
+            Ended,
+            "no account"
+        );
+        assert!(users.create(&user).await.expect("create"));
+        assert!(
+            !users.create(&user).await.expect("create"),
+            "taken: false, not an error"
+        );
+        let (found, _) = users.lookup(&user.email).await.expect("lookup");
+        assert_eq!(found.as_ref(), Some(&user));
+        assert_eq!(users.find(&id).await.expect("find"), Some(user.clone()));
+        assert_eq!(users.find("u-nobody").await.expect("find"), None);
+
+        let a = claims(&id, 0, "a");
+        let b = claims(&id, 0, "b");
+        assert_eq!(state(&*sessions, &a).await, Active);
+
+        // Logout ends one session.
+        users.end_session(&a.jti, a.exp).await.expect("end session");
+        assert_eq!(state(&*sessions, &a).await, Ended);
+        assert_eq!(state(&*sessions, &b).await, Active);
+
+        // Logout everywhere: generation 1.
+        assert!(users.end_all_sessions(&id).await.expect("end all"));
+        assert_eq!(state(&*sessions, &b).await, Ended);
+        let c = claims(&id, 1, "c");
+        let d = claims(&id, 1, "d");
+        assert_eq!(state(&*sessions, &c).await, Active);
+        let (found, _) = users.lookup(&user.email).await.expect("lookup");
+        assert_eq!(
+            found.map(|u| u.session_gen),
+            Some(1),
+            "login reads the generation"
+        );
+
+        // A password change keeps the caller's session only, and clears the failure count.
+        users
+            .reserve_attempt(&user.email, 500, 5, 900)
+            .await
+            .expect("reserve");
+        assert!(
+            users
+                .set_password(
+                    &id,
+                    &user.email,
+                    "new-hash",
+                    EndSessions::AllExcept(c.jti.clone())
+                )
+                .await
+                .expect("set")
+        );
+        assert_eq!(state(&*sessions, &c).await, Active, "the keeper stands");
+        assert_eq!(state(&*sessions, &d).await, Ended);
+        let (found, failures) = users.lookup(&user.email).await.expect("lookup");
+        let found = found.expect("account");
+        assert_eq!(
+            (found.password_hash.as_str(), found.session_gen),
+            ("new-hash", 2)
+        );
+        assert_eq!(
+            failures.count, 0,
+            "a password update clears the failure count"
+        );
+        assert!(matches!(
+            users.reserve_attempt(&user.email, 501, 5, 900).await.expect("reserve"),
+            Attempt::Admitted(f) if f.count == 1
+        ));
+        let e = claims(&id, 2, "e");
+        assert_eq!(state(&*sessions, &e).await, Active);
+
+        // A reset ends every session, the keeper's too.
+        assert!(
+            users
+                .set_password(&id, &user.email, "reset-hash", EndSessions::All)
+                .await
+                .expect("set")
+        );
+        assert_eq!(state(&*sessions, &c).await, Ended);
+        assert_eq!(state(&*sessions, &e).await, Ended);
+        assert_eq!(state(&*sessions, &claims(&id, 3, "f")).await, Active);
+
+        // The email bound to another id is never written.
+        assert!(
+            !users
+                .set_password("u-other", &user.email, "x", EndSessions::All)
+                .await
+                .expect("set")
+        );
+
+        // Erasure ends every session, and nothing writes the account back.
+        assert!(users.erase(&id).await.expect("erase"));
+        assert_eq!(state(&*sessions, &claims(&id, 3, "f")).await, Ended);
+        assert!(
+            !users
+                .set_password(&id, &user.email, "late", EndSessions::All)
+                .await
+                .expect("set")
+        );
+        assert!(!users.end_all_sessions(&id).await.expect("end all"));
+        assert_eq!(users.lookup(&user.email).await.expect("lookup").0, None);
+        assert_eq!(users.find(&id).await.expect("find"), None);
+        assert_eq!(
+            state(&*sessions, &claims(&id, 4, "g")).await,
+            Ended,
+            "no item was resurrected"
+        );
+    }
+
     #[tokio::test]
-    async fn dynamodb_session_store_follows_registration_sessions_valid_after_and_erasure() {
+    async fn memory_user_store_ends_sessions_as_the_session_store_reads_them() {
+        let store = Arc::new(MemoryUserStore::new());
+        suite(store.clone(), store).await;
+    }
+
+    #[cfg(feature = "e2e")]
+    #[tokio::test]
+    async fn dynamodb_stores_end_sessions_in_one_read_against_moto() {
+        use flowbotz_security::accounts::dynamodb::DynamoUserStore;
+        use flowbotz_security::revocation::dynamodb::DynamoSessionStore;
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let c =
+            flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(10)).await;
+        suite(
+            Arc::new(DynamoUserStore::new(c.clone(), table.clone())),
+            Arc::new(DynamoSessionStore::new(c, table)),
+        )
+        .await;
+    }
+
+    /// An account item written without `email_verified_at` (an unverified or legacy item) is
+    /// absent to login and to `find`.
+    #[cfg(feature = "e2e")]
+    #[tokio::test]
+    async fn dynamodb_user_store_ignores_unverified_account_items() {
+        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+        use flowbotz_security::accounts::dynamodb::DynamoUserStore;
         let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
         let c =
             flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(10)).await;
         let users = DynamoUserStore::new(c.clone(), table.clone());
-        let sessions = DynamoSessionStore::new(c.clone(), table.clone());
-        let id = format!("u-{}", flowbotz_tests::events::unique_ip().replace(':', ""));
-        assert_eq!(
-            sessions.check(&claims(&id, 100)).await.expect("check"),
-            SessionState::Ended,
-            "no account, no session"
-        );
-        let user = UserRecord {
-            user_id: id.clone(),
-            email: format!("{id}@example.com"),
+        let user = account("unverified");
+        for (pk, extra) in [
+            (
+                format!("email#{}", user.email),
+                ("user_id", user.user_id.clone()),
+            ),
+            (
+                format!("user#{}", user.user_id),
+                ("email", user.email.clone()),
+            ),
+        ] {
+            c.put_item()
+                .table_name(&table)
+                .item("pk", S(pk))
+                .item(extra.0, S(extra.1))
+                .item("email", S(user.email.clone()))
+                .item("password_hash", S(user.password_hash.clone()))
+                .item("created_at", N("1".into()))
+                .send()
+                .await
+                .expect("put");
+        }
+        assert_eq!(users.lookup(&user.email).await.expect("lookup").0, None);
+        assert_eq!(users.find(&user.user_id).await.expect("find"), None);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// One-time tokens
+// ------------------------------------------------------------------------------------------
+
+mod tokens {
+    use std::sync::Arc;
+
+    use flowbotz_security::accounts::tokens::memory::MemoryTokenStore;
+    use flowbotz_security::accounts::tokens::{
+        self, Grant, OneTimeToken, PendingRegistration, Purpose, ResetGrant, TokenStore,
+    };
+
+    const NOW: u64 = 1_900_000_000;
+
+    fn pending(label: &str) -> Grant {
+        Grant::Verify(PendingRegistration {
+            email: format!("{label}@example.com"),
+            name: Some("Ada".into()),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            name: None,
-            created_at: 1,
-        };
-        assert!(users.create(&user).await.expect("create"));
+        })
+    }
+
+    fn reset(label: &str) -> Grant {
+        Grant::Reset(ResetGrant {
+            user_id: format!("u-{label}"),
+            email: format!("{label}@example.com"),
+        })
+    }
+
+    pub(super) async fn suite(store: Arc<dyn TokenStore>) {
+        let s = &*store;
+        // Verify: single use, its purpose only, and every pending registration of one email
+        // stands on its own.
+        let v1 = tokens::issue(s, &pending("ada"), NOW).await.expect("issue");
+        let v2 = tokens::issue(s, &pending("ada"), NOW).await.expect("issue");
+        assert_ne!(v1, v2);
         assert_eq!(
-            sessions.check(&claims(&id, 100)).await.expect("check"),
-            SessionState::Active
+            s.consume(v1.expose(), Purpose::Reset, NOW)
+                .await
+                .expect("c"),
+            None
         );
-        c.update_item()
+        assert_eq!(
+            s.consume(v1.expose(), Purpose::Verify, NOW + 1)
+                .await
+                .expect("c"),
+            Some(pending("ada")),
+            "a refused purpose leaves the token usable for its own"
+        );
+        assert_eq!(
+            s.consume(v1.expose(), Purpose::Verify, NOW + 2)
+                .await
+                .expect("c"),
+            None
+        );
+        assert_eq!(
+            s.consume(v2.expose(), Purpose::Verify, NOW + 3)
+                .await
+                .expect("c"),
+            Some(pending("ada"))
+        );
+
+        // Reset: a reset token never verifies, and expires after an hour.
+        let r = tokens::issue(s, &reset("bob"), NOW).await.expect("issue");
+        assert_eq!(
+            s.consume(r.expose(), Purpose::Verify, NOW)
+                .await
+                .expect("c"),
+            None
+        );
+        assert_eq!(
+            s.consume(r.expose(), Purpose::Reset, NOW + 3600)
+                .await
+                .expect("c"),
+            None,
+            "expired"
+        );
+        let r = tokens::issue(s, &reset("bob"), NOW).await.expect("issue");
+        assert_eq!(
+            s.consume(r.expose(), Purpose::Reset, NOW + 3599)
+                .await
+                .expect("c"),
+            Some(reset("bob"))
+        );
+        let v = tokens::issue(s, &pending("late"), NOW)
+            .await
+            .expect("issue");
+        assert_eq!(
+            s.consume(v.expose(), Purpose::Verify, NOW + 86_400)
+                .await
+                .expect("c"),
+            None,
+            "a verification token lasts 24 hours"
+        );
+
+        // Unknown, malformed, and a token's hash presented as a token: nothing.
+        let unknown = OneTimeToken::generate().expect("token");
+        for t in [
+            unknown.expose(),
+            "",
+            "short",
+            &"x".repeat(4096),
+            &unknown.hash(),
+        ] {
+            assert_eq!(s.consume(t, Purpose::Verify, NOW).await.expect("c"), None);
+        }
+        // The hash is the key: storing one twice is refused, never overwritten.
+        let h = OneTimeToken::generate().expect("token").hash();
+        s.put(&h, &reset("x"), NOW + 60).await.expect("put");
+        assert!(s.put(&h, &pending("y"), NOW + 60).await.is_err());
+    }
+
+    /// Many consumers racing one token: exactly one gets the grant.
+    pub(super) async fn race(stores: Vec<Arc<dyn TokenStore>>) {
+        let token = tokens::issue(&*stores[0], &reset("race"), NOW)
+            .await
+            .expect("issue");
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % stores.len()]);
+                let t = token.expose().to_string();
+                tokio::spawn(async move { store.consume(&t, Purpose::Reset, NOW + 1).await })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            if t.await.expect("task").expect("consume").is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "24 racing consumers, one winner");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_token_store_conforms() {
+        let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
+        suite(store.clone()).await;
+        race(vec![store]).await;
+    }
+
+    #[cfg(feature = "e2e")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn dynamodb_token_store_conforms_against_moto_across_instances() {
+        use flowbotz_security::accounts::tokens::dynamodb::DynamoTokenStore;
+        let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
+        let mut stores: Vec<Arc<dyn TokenStore>> = Vec::new();
+        for _ in 0..8 {
+            let c = flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(10))
+                .await;
+            stores.push(Arc::new(DynamoTokenStore::new(c, table.clone())));
+        }
+        suite(stores[0].clone()).await;
+        race(stores.clone()).await;
+        // Stored only as a hash, with the TTL attribute at the expiry.
+        let token = tokens::issue(&*stores[0], &reset("stored"), NOW)
+            .await
+            .expect("issue");
+        let c =
+            flowbotz_security::store::dynamodb::client(std::time::Duration::from_secs(10)).await;
+        let item = c
+            .get_item()
             .table_name(&table)
             .key(
                 "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{id}")),
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("token#{}", token.hash())),
             )
-            .update_expression("SET #va = :t")
-            .expression_attribute_names("#va", SESSIONS_VALID_AFTER)
-            .expression_attribute_values(
-                ":t",
-                aws_sdk_dynamodb::types::AttributeValue::N("200".into()),
-            )
+            .consistent_read(true)
             .send()
             .await
-            .expect("end sessions");
+            .expect("get")
+            .item
+            .expect("stored under its hash");
         assert_eq!(
-            sessions.check(&claims(&id, 199)).await.expect("check"),
-            SessionState::Ended
+            item.get("expires_at")
+                .and_then(|v| v.as_n().ok())
+                .map(String::as_str),
+            Some("1900003600")
         );
+        assert!(
+            item.values()
+                .all(|v| v.as_s().map_or(true, |s| !s.contains(token.expose())))
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Mail through the SES v2 SDK to the local SES
+// ------------------------------------------------------------------------------------------
+
+#[cfg(feature = "e2e")]
+mod mail {
+    use std::time::Duration;
+
+    use flowbotz_security::accounts::tokens::OneTimeToken;
+    use flowbotz_security::mail::ses::{SesMailer, client};
+    use flowbotz_security::mail::{self, Links, Mailer};
+    use flowbotz_tests::mailbox::wait_for_mail;
+
+    #[tokio::test]
+    async fn ses_mailer_sends_through_the_sdk_and_the_local_mailbox_shows_it() {
+        let from = std::env::var("MAIL_FROM").unwrap_or_else(|_| "no-reply@flowbotz.test".into());
+        let c = client(Duration::from_secs(5)).await;
+        let to = format!(
+            "mail-{}@example.com",
+            flowbotz_tests::events::unique_ip().replace([':', '.'], "")
+        );
+        let links = Links::new("http://localhost:5173");
+        let token = OneTimeToken::generate().expect("token");
+        SesMailer::new(c.clone(), from.clone())
+            .send(&mail::verification(&to, &links, token.expose()))
+            .await
+            .expect("sent through SES v2");
+        let mails = wait_for_mail(&to, 1, Duration::from_secs(5)).await;
+        assert_eq!(mails.len(), 1);
+        assert_eq!(mails[0].from, from);
+        assert_eq!(mails[0].subject, mail::VERIFY_SUBJECT);
         assert_eq!(
-            sessions.check(&claims(&id, 200)).await.expect("check"),
-            SessionState::Active
+            mails[0].link_token("verify").as_deref(),
+            Some(token.expose())
         );
-        assert!(users.erase(&id).await.expect("erase"));
-        assert_eq!(
-            sessions.check(&claims(&id, 300)).await.expect("check"),
-            SessionState::Ended,
-            "erasure ends every session"
+        assert!(
+            mails[0]
+                .text
+                .contains(&format!("http://localhost:5173/#verify={}", token.expose()))
         );
+
+        // A sender identity that SES has not verified is refused, and nothing is kept.
+        let refused = SesMailer::new(c, "someone@unverified.example")
+            .send(&mail::no_account(&to))
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(flowbotz_tests::mailbox::mailbox(&to).await.len(), 1);
     }
 }

@@ -311,9 +311,46 @@ pub struct Config {
     pub tables: Tables,
     /// Log level filter (`LOG_LEVEL`).
     pub log_level: String,
+    /// The sender identity of mail (`MAIL_FROM`, verified in SES); development default
+    /// `no-reply@flowbotz.test`, unset elsewhere unless given ([`Config::mail`] requires it).
+    pub mail_from: Option<String>,
+    /// The application's base URL, under which mailed links open (`APP_BASE_URL`, no trailing
+    /// `/`; https outside development); development default `http://localhost:5173`.
+    pub app_base_url: Option<String>,
 }
 
+/// What a function that sends mail needs from the configuration ([`Config::mail`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailSettings {
+    /// The sender identity (`MAIL_FROM`).
+    pub from: String,
+    /// The application's base URL (`APP_BASE_URL`), without a trailing `/`.
+    pub app_base_url: String,
+}
+
+/// The development sender identity (verified in the local SES by the stack).
+pub const DEV_MAIL_FROM: &str = "no-reply@flowbotz.test";
+/// The development application URL.
+pub const DEV_APP_BASE_URL: &str = "http://localhost:5173";
+
 impl Config {
+    /// The mail settings, for a function that sends mail to call at start: fails, naming the
+    /// variable, when `MAIL_FROM` or `APP_BASE_URL` is not set (outside development, where
+    /// they have no default).
+    pub fn mail(&self) -> Result<MailSettings, ConfigError> {
+        let missing = |var: &str| ConfigError::Missing {
+            var: var.into(),
+            environment: self.environment,
+        };
+        Ok(MailSettings {
+            from: self.mail_from.clone().ok_or_else(|| missing("MAIL_FROM"))?,
+            app_base_url: self
+                .app_base_url
+                .clone()
+                .ok_or_else(|| missing("APP_BASE_URL"))?,
+        })
+    }
+
     /// Reads the configuration from the process environment.
     ///
     /// Outside development it also refuses every `AWS_ENDPOINT_URL*` variable in the process
@@ -431,6 +468,14 @@ impl Config {
                 payments: get("PAYMENTS_TABLE").unwrap_or_else(|| "flowbotz-payments".into()),
             },
             log_level: log_level(get("LOG_LEVEL"), d.log_level, environment)?,
+            mail_from: match get("MAIL_FROM") {
+                Some(v) => Some(check_mail_from(&v)?),
+                None => (environment == Environment::Development).then(|| DEV_MAIL_FROM.into()),
+            },
+            app_base_url: match get("APP_BASE_URL") {
+                Some(v) => Some(check_app_base_url(&v, environment)?),
+                None => (environment == Environment::Development).then(|| DEV_APP_BASE_URL.into()),
+            },
         })
     }
 
@@ -653,6 +698,51 @@ pub fn check_secret(var: &str, value: String, env: Environment) -> Result<Secret
         }
     }
     Ok(Secret(value))
+}
+
+fn check_mail_from(value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    let ok = v.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !domain.contains('@')
+    }) && !v
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ConfigError::Invalid {
+            var: "MAIL_FROM".into(),
+            reason: "a bare sender address such as no-reply@example.com".into(),
+        })
+    }
+}
+
+fn check_app_base_url(value: &str, env: Environment) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: "APP_BASE_URL".into(),
+        reason: reason.into(),
+    };
+    let v = value.trim().trim_end_matches('/');
+    let rest = if let Some(r) = v.strip_prefix("https://") {
+        r
+    } else if let Some(r) = v.strip_prefix("http://") {
+        if env.is_deployed() {
+            return Err(invalid("must use https outside development"));
+        }
+        r
+    } else {
+        return Err(invalid("must start with https:// (http:// in development)"));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || rest.contains(['?', '#', '@', ' ', '\\'])
+        || rest.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "scheme://host[:port][/path] with no query, fragment or user",
+        ));
+    }
+    Ok(v.to_string())
 }
 
 fn check_origin(origin: &str, env: Environment) -> Result<String, ConfigError> {
@@ -1011,5 +1101,78 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("JWT_TTL_SECONDS"));
+    }
+
+    #[test]
+    fn given_development_when_loading_then_mail_defaults_to_the_local_sender_and_app() {
+        let mail = cfg(&[]).expect("config").mail().expect("mail");
+        assert_eq!(mail.from, DEV_MAIL_FROM);
+        assert_eq!(mail.app_base_url, DEV_APP_BASE_URL);
+        let c = cfg(&[
+            ("MAIL_FROM", " hello@mail.example.com "),
+            ("APP_BASE_URL", "http://127.0.0.1:5173/app/"),
+        ])
+        .expect("config");
+        assert_eq!(c.mail_from.as_deref(), Some("hello@mail.example.com"));
+        assert_eq!(c.app_base_url.as_deref(), Some("http://127.0.0.1:5173/app"));
+    }
+
+    #[test]
+    fn given_staging_or_production_when_mail_is_unset_then_the_mailer_is_refused_naming_it() {
+        for env in ["staging", "production"] {
+            let c = cfg(&[("ENVIRONMENT", env)]).expect("config loads for functions without mail");
+            assert!(
+                c.mail().unwrap_err().to_string().contains("MAIL_FROM"),
+                "{env}"
+            );
+            let c = cfg(&[("ENVIRONMENT", env), ("MAIL_FROM", "no-reply@example.com")])
+                .expect("config");
+            assert!(
+                c.mail().unwrap_err().to_string().contains("APP_BASE_URL"),
+                "{env}"
+            );
+            let c = cfg(&[
+                ("ENVIRONMENT", env),
+                ("MAIL_FROM", "no-reply@example.com"),
+                ("APP_BASE_URL", "https://app.example.com"),
+            ])
+            .expect("config");
+            assert_eq!(
+                c.mail().expect("mail").app_base_url,
+                "https://app.example.com"
+            );
+        }
+    }
+
+    #[test]
+    fn given_bad_mail_settings_when_loading_then_refused_naming_the_variable() {
+        for bad in [
+            "nobody",
+            "@example.com",
+            "a@localhost",
+            "Name <a@example.com>",
+            "a@example.com\r\nBcc: x@example.com",
+            "a@b@example.com",
+        ] {
+            let err = cfg(&[("MAIL_FROM", bad)]).unwrap_err();
+            assert!(err.to_string().contains("MAIL_FROM"), "{bad}");
+        }
+        let err = cfg(&[
+            ("ENVIRONMENT", "production"),
+            ("APP_BASE_URL", "http://app.example.com"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        for bad in [
+            "app.example.com",
+            "https://",
+            "https://app.example.com/?x=1",
+            "https://app.example.com/#x",
+            "https://user@app.example.com",
+            "javascript:alert(1)",
+        ] {
+            let err = cfg(&[("APP_BASE_URL", bad)]).unwrap_err();
+            assert!(err.to_string().contains("APP_BASE_URL"), "{bad}");
+        }
     }
 }

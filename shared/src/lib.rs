@@ -9,14 +9,14 @@
 //! Features: `accounts` adds password hashing, the password policy and the user store
 //! ([`accounts`]); `payments` adds Stripe webhook verification and the event ledger
 //! ([`payments`]); `secrets` adds AWS Secrets Manager as the source of [`secrets::Secrets`] and
-//! the key-rotation steps; `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
+//! the key-rotation steps; `mail` adds sending through Amazon SES v2 ([`mail`]); `dynamodb` adds the DynamoDB rate-limit store ([`store::dynamodb`]) and the Lambda
 //! wiring in `runtime`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "accounts")]
 pub mod accounts;
-#[cfg(any(feature = "dynamodb", feature = "secrets"))]
+#[cfg(any(feature = "dynamodb", feature = "secrets", feature = "mail"))]
 mod aws;
 pub mod budget;
 pub mod catalogue;
@@ -27,6 +27,7 @@ pub mod error;
 pub mod guard;
 pub mod headers;
 pub mod log;
+pub mod mail;
 #[cfg(feature = "payments")]
 pub mod payments;
 pub mod pipeline;

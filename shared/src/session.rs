@@ -1,7 +1,8 @@
 //! Sessions: HS256 access tokens (JWT) and CSRF tokens bound to the user.
 //!
-//! Access tokens carry `sub`, `iat`, `nbf`, `exp`, `iss`, `aud`, `jti` and a `kid` header naming
-//! the key; only HS256 is accepted, and a previous key still verifies (never signs) during a
+//! Access tokens carry `sub`, `iat`, `nbf`, `exp`, `iss`, `aud`, `jti`, the account's session
+//! generation `gen` (0 when absent, so older tokens still parse; see [`crate::revocation`]) and a
+//! `kid` header naming the key; only HS256 is accepted, and a previous key still verifies (never signs) during a
 //! rotation. CSRF tokens are `v1.<expiry>.<nonce>.<mac>` with an HMAC-SHA256 over the user id,
 //! expiry and nonce, compared in constant time.
 
@@ -47,6 +48,10 @@ pub struct Claims {
     pub aud: String,
     /// Unique token id.
     pub jti: String,
+    /// The account's session generation when the token was issued (private claim `gen`;
+    /// 0 when absent). The session ends once the account's generation moves past it.
+    #[serde(rename = "gen", default)]
+    pub generation: u64,
 }
 
 struct Key {
@@ -218,14 +223,21 @@ impl Sessions {
         }
     }
 
-    /// Signs an access token for `user_id` with the current key.
-    pub fn issue_access_token(&self, user_id: &str) -> Result<Issued, ApiError> {
-        self.issue_session(user_id).map(|(issued, _)| issued)
+    /// Signs an access token for `user_id` at the account's session generation `generation`
+    /// with the current key.
+    pub fn issue_access_token(&self, user_id: &str, generation: u64) -> Result<Issued, ApiError> {
+        self.issue_session(user_id, generation)
+            .map(|(issued, _)| issued)
     }
 
-    /// Signs an access token for `user_id` and returns it with its claims, which a CSRF token
-    /// for the same session is bound to ([`Sessions::issue_csrf`]).
-    pub fn issue_session(&self, user_id: &str) -> Result<(Issued, Claims), ApiError> {
+    /// Signs an access token for `user_id` at the account's session generation `generation`
+    /// (login reads it from the account's `UserRecord::session_gen`) and returns it with its claims, which a CSRF token for the same session is
+    /// bound to ([`Sessions::issue_csrf`]).
+    pub fn issue_session(
+        &self,
+        user_id: &str,
+        generation: u64,
+    ) -> Result<(Issued, Claims), ApiError> {
         let i = &self.inner;
         let keys = self.keys();
         let now = i.clock.now_s();
@@ -237,6 +249,7 @@ impl Sessions {
             iss: i.issuer.clone(),
             aud: i.audience.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            generation,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(keys.current.kid.clone());
@@ -476,7 +489,7 @@ mod tests {
     #[test]
     fn given_an_issued_token_when_authenticating_then_user_is_known() {
         let (s, _) = sessions(KEY, None);
-        let t = s.issue_access_token("user-1").expect("token");
+        let t = s.issue_access_token("user-1", 0).expect("token");
         assert_eq!(s.authenticate(&bearer(&t.token)).expect("auth"), "user-1");
         let header = jsonwebtoken::decode_header(&t.token).expect("header");
         assert!(header.kid.is_some());
@@ -486,7 +499,7 @@ mod tests {
     fn given_bad_tokens_when_authenticating_then_401() {
         let (s, clock) = sessions(KEY, None);
         let (other, _) = sessions("another-key-0123456789abcdef-0123456", None);
-        let good = s.issue_access_token("u").expect("t").token;
+        let good = s.issue_access_token("u", 0).expect("t").token;
         let parts: Vec<&str> = good.split('.').collect();
         let none_header = B64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let alg_none = format!("{none_header}.{}.", parts[1]);
@@ -496,7 +509,7 @@ mod tests {
                 .replace("\"u\"", "\"admin\""),
         );
         let tampered = format!("{}.{}.{}", parts[0], tampered_payload, parts[2]);
-        let foreign = other.issue_access_token("u").expect("t").token;
+        let foreign = other.issue_access_token("u", 0).expect("t").token;
         for bad in [
             alg_none.as_str(),
             tampered.as_str(),
@@ -540,6 +553,7 @@ mod tests {
             iss: "flowbotz-api".into(),
             aud: "someone-else".into(),
             jti: "j".into(),
+            generation: 0,
         };
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(s.keys().current.kid.clone());
@@ -564,11 +578,11 @@ mod tests {
     #[test]
     fn given_a_rotation_when_verifying_old_tokens_then_accepted_and_new_ones_use_new_key() {
         let (old, _) = sessions(KEY, None);
-        let old_token = old.issue_access_token("u").expect("t").token;
+        let old_token = old.issue_access_token("u", 0).expect("t").token;
         let new_key = "rotated-jwt-key-0123456789abcdef-xyz";
         let (rotated, _) = sessions(new_key, Some(KEY));
         assert!(rotated.verify_access_token(&old_token).is_ok());
-        let new_token = rotated.issue_access_token("u").expect("t").token;
+        let new_token = rotated.issue_access_token("u", 0).expect("t").token;
         assert!(
             old.verify_access_token(&new_token).is_err(),
             "old key alone no longer signs"
@@ -578,7 +592,7 @@ mod tests {
     }
 
     fn login(s: &Sessions, user: &str) -> Claims {
-        s.issue_session(user).expect("session").1
+        s.issue_session(user, 0).expect("session").1
     }
 
     #[test]
@@ -641,6 +655,7 @@ mod tests {
             iss: "flowbotz-api".into(),
             aud: "flowbotz-clients".into(),
             jti: "j".into(),
+            generation: 0,
         }
     }
 
@@ -859,5 +874,33 @@ mod tests {
                 Err(ApiError::Forbidden(_))
             ));
         }
+    }
+
+    #[test]
+    fn given_claims_without_gen_when_parsed_then_generation_0_and_gen_is_the_claim_name() {
+        let old: Claims = serde_json::from_value(serde_json::json!({
+            "sub": "u", "iat": 1, "nbf": 1, "exp": 2, "iss": "i", "aud": "a", "jti": "j"
+        }))
+        .expect("a token issued before generations parses");
+        assert_eq!(old.generation, 0);
+        let v = serde_json::to_value(Claims {
+            generation: 7,
+            ..old
+        })
+        .expect("json");
+        assert_eq!(v["gen"], 7);
+    }
+
+    #[test]
+    fn given_a_generation_when_issuing_then_the_verified_token_carries_it() {
+        let (s, _) = sessions(KEY, None);
+        let (issued, claims) = s.issue_session("u", 42).expect("session");
+        assert_eq!(claims.generation, 42);
+        assert_eq!(
+            s.verify_access_token(&issued.token)
+                .expect("valid")
+                .generation,
+            42
+        );
     }
 }

@@ -78,7 +78,7 @@ fn benches(c: &mut Criterion) {
     let sessions = Sessions::new(&config, Arc::new(SystemClock)).expect("sessions");
     let health = pipeline(HEALTH, &config, &sessions);
     let chat = pipeline(CHAT, &config, &sessions);
-    let (token, session) = sessions.issue_session("bench-user").expect("token");
+    let (token, session) = sessions.issue_session("bench-user", 0).expect("token");
     let token = token.token;
     let csrf = sessions.issue_csrf(&session).token;
     let ip = "198.51.100.7";

@@ -195,6 +195,8 @@ mod tests {
                 password_hash: "x".into(),
                 name: None,
                 created_at: 1,
+                email_verified_at: 1,
+                session_gen: 0,
             })
             .await
             .expect("create");

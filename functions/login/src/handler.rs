@@ -99,7 +99,9 @@ impl Handler for Login {
                 tracing::warn!(request_id = %ctx.request_id, cause = %e, "password rehash not stored");
             }
         }
-        let (access, session) = self.sessions.issue_session(&user.user_id)?;
+        let (access, session) = self
+            .sessions
+            .issue_session(&user.user_id, user.session_gen)?;
         let csrf = self.sessions.issue_csrf(&session);
         Ok(json(
             StatusCode::OK,
@@ -147,6 +149,8 @@ mod tests {
                 password_hash: password::hash(PASSWORD).expect("hash"),
                 name: None,
                 created_at: 0,
+                email_verified_at: 0,
+                session_gen: 0,
             })
             .await
             .expect("create");

@@ -376,7 +376,7 @@ mod tests {
         );
         let clock = Arc::new(ManualClock::at_ms(1_800_000_000_000));
         let sessions = Sessions::new(&config, clock.clone()).expect("sessions");
-        let (bearer, session) = sessions.issue_session("u-1").expect("token");
+        let (bearer, session) = sessions.issue_session("u-1", 0).expect("token");
         let bearer = bearer.token;
         let csrf = sessions.issue_csrf(&session).token;
         let fake = Arc::new(Fake {

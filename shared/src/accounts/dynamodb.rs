@@ -1,11 +1,19 @@
 //! The user store on a DynamoDB table keyed by `pk`:
 //!
-//! - `email#<email>`: the account (user id, Argon2id hash, name, created_at);
-//! - `user#<id>`: the email of a user id, so an account can be erased from its token;
-//! - `loginfail#<sha256(email)>`: failed logins in the current window, with a TTL.
+//! - `email#<email>`: the account (`user_id`, `email`, `password_hash`, `name`, `created_at`,
+//!   `email_verified_at`, and `session_gen` mirrored from `user#<id>` so login reads it with the
+//!   account);
+//! - `user#<id>`: the email of a user id, so an account can be found and erased from its
+//!   token, with `created_at`, `email_verified_at`, `session_gen` and `session_keep`, which
+//!   [`crate::revocation::dynamodb`] reads on every authenticated request;
+//! - `loginfail#<sha256(email)>`: failed logins in the current window, with a TTL;
+//! - `session#<jti>`: an ended session (logout), with a TTL at the token's expiry.
 //!
-//! Registration writes the first two in one transaction conditioned on neither existing, so an
-//! email is unique without a read.
+//! Verification writes the first two in one transaction conditioned on neither existing, so an
+//! email is unique without a read. An `email#` item without `email_verified_at` is never
+//! returned. Every change of `session_gen` updates both items in one transaction conditioned
+//! on both existing (and on the email item still naming the user id), so the mirror never
+//! drifts and an erased account is never written back.
 
 use std::collections::HashMap;
 
@@ -16,12 +24,16 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
-use super::{Attempt, Failures, UserRecord, UserStore, failure_key};
+use super::{Attempt, EndSessions, Failures, UserRecord, UserStore, failure_key};
 use crate::ratelimit::StoreError;
+use crate::revocation::dynamodb::{SESSION_GEN, SESSION_KEEP, session_pk, user_pk};
 use crate::store::dynamodb::{PK, TTL_ATTRIBUTE, n, number, s, text, unavailable};
+
+/// The attribute written only when a mailed link proved the mailbox.
+pub const EMAIL_VERIFIED_AT: &str = "email_verified_at";
 
 /// Accounts on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -48,10 +60,6 @@ fn email_pk(email: &str) -> String {
     format!("email#{email}")
 }
 
-fn user_pk(user_id: &str) -> String {
-    format!("user#{user_id}")
-}
-
 fn failure_pk(email: &str) -> String {
     format!("loginfail#{}", failure_key(email))
 }
@@ -63,13 +71,109 @@ fn to_user(item: &HashMap<String, AttributeValue>) -> Option<UserRecord> {
         password_hash: text(item, "password_hash")?,
         name: text(item, "name"),
         created_at: number(item, "created_at").unwrap_or(0),
+        email_verified_at: number(item, EMAIL_VERIFIED_AT)?,
+        session_gen: number(item, SESSION_GEN).unwrap_or(0),
     })
+}
+
+/// Whether a transaction was cancelled by a failed condition (not an outage).
+fn condition_failed<R>(err: &SdkError<TransactWriteItemsError, R>) -> bool {
+    matches!(err, SdkError::ServiceError(e)
+        if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
+        if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))))
 }
 
 fn to_failures(item: &HashMap<String, AttributeValue>) -> Failures {
     Failures {
         count: number(item, "failures").unwrap_or(0) as u32,
         since_s: number(item, "since").unwrap_or(0),
+    }
+}
+
+impl DynamoUserStore {
+    /// The email recorded on `user#<user_id>` (one consistent read).
+    async fn email_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item().and_then(|i| text(i, "email")))
+    }
+
+    /// One transaction: bumps the session generation of both account items (setting the
+    /// keeper, or removing it), optionally replacing the password hash and clearing the
+    /// failed-login count; `Ok(false)` if the account is gone or the email is another's.
+    async fn bump(
+        &self,
+        user_id: &str,
+        email: &str,
+        password_hash: Option<&str>,
+        keep: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let mut account = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(email_pk(email))))
+            .condition_expression("attribute_exists(#pk) AND #uid = :uid")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#uid", "user_id")
+            .expression_attribute_names("#gen", SESSION_GEN)
+            .expression_attribute_values(":uid", s(user_id))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        account = match password_hash {
+            Some(h) => account
+                .update_expression("SET #gen = if_not_exists(#gen, :zero) + :one, #h = :h")
+                .expression_attribute_names("#h", "password_hash")
+                .expression_attribute_values(":h", s(h)),
+            None => account.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one"),
+        };
+        let mut index = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#gen", SESSION_GEN)
+            .expression_attribute_names("#keep", SESSION_KEEP)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        index = match keep {
+            Some(jti) => index
+                .update_expression("SET #gen = if_not_exists(#gen, :zero) + :one, #keep = :keep")
+                .expression_attribute_values(":keep", s(jti)),
+            None => {
+                index.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one REMOVE #keep")
+            }
+        };
+        let mut tx = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(built(account.build())?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(built(index.build())?)
+                    .build(),
+            );
+        if password_hash.is_some() {
+            let clear = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(failure_pk(email))))
+                .build();
+            tx = tx.transact_items(TransactWriteItem::builder().delete(built(clear)?).build());
+        }
+        match tx.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 
@@ -86,6 +190,8 @@ impl UserStore for DynamoUserStore {
             ("email".to_string(), s(&user.email)),
             ("password_hash".to_string(), s(&user.password_hash)),
             ("created_at".to_string(), n(user.created_at)),
+            (EMAIL_VERIFIED_AT.to_string(), n(user.email_verified_at)),
+            (SESSION_GEN.to_string(), n(user.session_gen)),
         ]);
         if let Some(name) = &user.name {
             account.insert("name".to_string(), s(name));
@@ -94,6 +200,8 @@ impl UserStore for DynamoUserStore {
             (PK.to_string(), s(user_pk(&user.user_id))),
             ("email".to_string(), s(&user.email)),
             ("created_at".to_string(), n(user.created_at)),
+            (EMAIL_VERIFIED_AT.to_string(), n(user.email_verified_at)),
+            (SESSION_GEN.to_string(), n(user.session_gen)),
         ]);
         let put = |item| {
             built(
@@ -114,14 +222,64 @@ impl UserStore for DynamoUserStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
-                if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn find(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let Some(email) = self.email_of(user_id).await? else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(email_pk(&email))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .item()
+            .and_then(to_user)
+            .filter(|u| u.user_id == user_id))
+    }
+
+    async fn set_password(
+        &self,
+        user_id: &str,
+        email: &str,
+        password_hash: &str,
+        end: EndSessions,
+    ) -> Result<bool, StoreError> {
+        let keep = match end {
+            EndSessions::All => None,
+            EndSessions::AllExcept(jti) => Some(jti),
+        };
+        self.bump(user_id, email, Some(password_hash), keep).await
+    }
+
+    async fn end_all_sessions(&self, user_id: &str) -> Result<bool, StoreError> {
+        let Some(email) = self.email_of(user_id).await? else {
+            return Ok(false);
+        };
+        self.bump(user_id, &email, None, None).await
+    }
+
+    async fn end_session(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        // UpdateItem creates the item: the users table's writers already hold that action.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(jti))))
+            .update_expression("SET #ttl = :exp")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":exp", n(exp))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn lookup(&self, email: &str) -> Result<(Option<UserRecord>, Failures), StoreError> {
@@ -281,16 +439,7 @@ impl UserStore for DynamoUserStore {
     }
 
     async fn erase(&self, user_id: &str) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(email) = out.item().and_then(|i| text(i, "email")) else {
+        let Some(email) = self.email_of(user_id).await? else {
             return Ok(false);
         };
         let delete = |pk: String| {

@@ -1,18 +1,28 @@
-//! An in-memory [`UserStore`] for unit tests and benchmarks.
+//! An in-memory [`UserStore`] for unit tests and benchmarks. It is also a [`SessionStore`], so
+//! a test's pipeline sees the sessions its handlers end.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Attempt, Failures, UserRecord, UserStore, failure_key};
+use super::{Attempt, EndSessions, Failures, UserRecord, UserStore, failure_key};
 use crate::ratelimit::StoreError;
+use crate::revocation::{AccountSessions, SessionState, SessionStore, state};
+use crate::session::Claims;
+
+#[derive(Debug, Clone)]
+struct Account {
+    user: UserRecord,
+    keep: Option<String>,
+}
 
 /// Accounts in a `HashMap`.
 #[derive(Debug, Default)]
 pub struct MemoryUserStore {
-    users: Mutex<HashMap<String, UserRecord>>,
+    users: Mutex<HashMap<String, Account>>,
     failures: Mutex<HashMap<String, Failures>>,
+    denied: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryUserStore {
@@ -20,26 +30,39 @@ impl MemoryUserStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, Account>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn by_id<'a>(
+        users: &'a mut HashMap<String, Account>,
+        user_id: &str,
+    ) -> Option<&'a mut Account> {
+        users.values_mut().find(|a| a.user.user_id == user_id)
+    }
 }
 
 #[async_trait]
 impl UserStore for MemoryUserStore {
     async fn create(&self, user: &UserRecord) -> Result<bool, StoreError> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.contains_key(&user.email) {
+        let mut users = self.users();
+        if users.contains_key(&user.email) || users.values().any(|a| a.user.user_id == user.user_id)
+        {
             return Ok(false);
         }
-        users.insert(user.email.clone(), user.clone());
+        users.insert(
+            user.email.clone(),
+            Account {
+                user: user.clone(),
+                keep: None,
+            },
+        );
         Ok(true)
     }
 
     async fn lookup(&self, email: &str) -> Result<(Option<UserRecord>, Failures), StoreError> {
-        let user = self
-            .users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(email)
-            .cloned();
+        let user = self.users().get(email).map(|a| a.user.clone());
         let failures = self
             .failures
             .lock()
@@ -48,6 +71,52 @@ impl UserStore for MemoryUserStore {
             .copied()
             .unwrap_or_default();
         Ok((user, failures))
+    }
+
+    async fn find(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(Self::by_id(&mut self.users(), user_id).map(|a| a.user.clone()))
+    }
+
+    async fn set_password(
+        &self,
+        user_id: &str,
+        email: &str,
+        password_hash: &str,
+        end: EndSessions,
+    ) -> Result<bool, StoreError> {
+        let mut users = self.users();
+        let Some(account) = users.get_mut(email).filter(|a| a.user.user_id == user_id) else {
+            return Ok(false);
+        };
+        account.user.password_hash = password_hash.to_string();
+        account.user.session_gen += 1;
+        account.keep = match end {
+            EndSessions::All => None,
+            EndSessions::AllExcept(jti) => Some(jti),
+        };
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&failure_key(email));
+        Ok(true)
+    }
+
+    async fn end_all_sessions(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut users = self.users();
+        let Some(account) = Self::by_id(&mut users, user_id) else {
+            return Ok(false);
+        };
+        account.user.session_gen += 1;
+        account.keep = None;
+        Ok(true)
+    }
+
+    async fn end_session(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_string(), exp);
+        Ok(())
     }
 
     async fn reserve_attempt(
@@ -83,23 +152,15 @@ impl UserStore for MemoryUserStore {
     }
 
     async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError> {
-        if let Some(u) = self
-            .users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(email)
-        {
-            u.password_hash = password_hash.to_string();
+        if let Some(a) = self.users().get_mut(email) {
+            a.user.password_hash = password_hash.to_string();
         }
         Ok(())
     }
 
     async fn erase(&self, user_id: &str) -> Result<bool, StoreError> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        let email = users
-            .values()
-            .find(|u| u.user_id == user_id)
-            .map(|u| u.email.clone());
+        let mut users = self.users();
+        let email = Self::by_id(&mut users, user_id).map(|a| a.user.email.clone());
         let Some(email) = email else { return Ok(false) };
         users.remove(&email);
         self.failures
@@ -107,5 +168,21 @@ impl UserStore for MemoryUserStore {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&failure_key(&email));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryUserStore {
+    async fn check(&self, claims: &Claims) -> Result<SessionState, StoreError> {
+        let account = Self::by_id(&mut self.users(), &claims.sub).map(|a| AccountSessions {
+            session_gen: a.user.session_gen,
+            session_keep: a.keep.clone(),
+        });
+        let denied = self
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&claims.jti);
+        Ok(state(account.as_ref(), denied, claims))
     }
 }

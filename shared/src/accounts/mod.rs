@@ -1,10 +1,24 @@
-//! Accounts: normalised emails, the user store, password policy and hashing, and per-account
-//! failed-login throttling.
+//! Accounts: normalised emails, the user store, password policy and hashing, per-account
+//! failed-login throttling, one-time tokens for mailed links ([`tokens`]), registrations that
+//! become accounts only once their mailbox is proven ([`registration`]), password updates and
+//! per-account session generations.
+//!
+//! # Sessions that end
+//!
+//! Every account has a *session generation* (`session_gen`, 0 until first bumped). Login puts
+//! the account's generation in the access token (`gen` claim, [`crate::session::Claims`]); a
+//! token is alive only while its generation is the account's, or while its `jti` is the
+//! account's *keeper* (the session that changed the password). [`UserStore::end_all_sessions`]
+//! (logout everywhere) and [`UserStore::set_password`] bump the generation, so every token
+//! issued before ends on the next request, on every instance; [`UserStore::end_session`] ends
+//! one session (logout). [`crate::revocation`] checks all of it in one read.
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod memory;
 pub mod password;
+pub mod registration;
+pub mod tokens;
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -63,6 +77,12 @@ pub struct UserRecord {
     pub name: Option<String>,
     /// Epoch seconds of registration.
     pub created_at: u64,
+    /// Epoch seconds at which the mailbox was proven (the verification link was used). The
+    /// store never returns an account without it: an item lacking it is treated as absent.
+    pub email_verified_at: u64,
+    /// The account's session generation: tokens carrying another one have ended, unless
+    /// theirs is the keeper session (see the module documentation). 0 for a new account.
+    pub session_gen: u64,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -103,14 +123,63 @@ pub enum Attempt {
     },
 }
 
-/// Where accounts live. Every method is one request to the backing service.
+/// Which sessions a password update ends ([`UserStore::set_password`]).
+#[derive(Clone, PartialEq, Eq)]
+pub enum EndSessions {
+    /// Every session of the account (password reset).
+    All,
+    /// Every session but the one whose access token has this `jti` (a password change keeps
+    /// the caller's own session).
+    AllExcept(String),
+}
+
+impl std::fmt::Debug for EndSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("All"),
+            Self::AllExcept(_) => f.write_str("AllExcept([jti])"),
+        }
+    }
+}
+
+/// Where accounts live. Every method is one request to the backing service unless its
+/// documentation says otherwise, and each is atomic.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Creates the account unless the email is taken (atomically); `Ok(false)` when taken.
+    /// Creates the verified account unless the email already has one (atomically, the email
+    /// and the user id both unique); `Ok(false)` when taken: a distinct answer, not an error.
+    /// Only the verification of a mailed link ([`registration::verify`]) should call it.
     async fn create(&self, user: &UserRecord) -> Result<bool, StoreError>;
 
-    /// The account of `email` (normalised) and its failed-login state, in one read.
+    /// The verified account of `email` (normalised) and its failed-login state, in one read.
+    /// An account item without `email_verified_at` is reported as absent.
     async fn lookup(&self, email: &str) -> Result<(Option<UserRecord>, Failures), StoreError>;
+
+    /// The verified account of `user_id` (two consistent reads: the id's item, then the
+    /// account), for callers that hold a session rather than an email (change password).
+    async fn find(&self, user_id: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Replaces the password of the account `user_id` (whose email is `email`), clears its
+    /// failed-login count, and ends its sessions as `end` says: the generation is bumped, and
+    /// [`EndSessions::AllExcept`] records the kept session. One atomic write, conditioned on
+    /// the account existing with this id and email; `Ok(false)` when it does not (an erased
+    /// account is never written back).
+    async fn set_password(
+        &self,
+        user_id: &str,
+        email: &str,
+        password_hash: &str,
+        end: EndSessions,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends every session of `user_id` (logout everywhere): bumps the generation and drops any
+    /// keeper. `Ok(false)` when there is no such account. One read of the id's item, then one
+    /// atomic write conditioned on the account existing.
+    async fn end_all_sessions(&self, user_id: &str) -> Result<bool, StoreError>;
+
+    /// Ends the one session whose access token has `jti` and expires at `exp` (epoch seconds):
+    /// a denial item that lives until the token would have expired (logout).
+    async fn end_session(&self, jti: &str, exp: u64) -> Result<(), StoreError>;
 
     /// Reserves one login attempt on `email` at `now_s` before its password is checked, in one
     /// atomic step: admitted while fewer than `max` attempts were counted in the window of
@@ -130,8 +199,8 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password hash of `email` (rehash on login).
     async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError>;
 
-    /// Erases the account of `user_id` and every item keyed to it; `Ok(false)` if there was
-    /// none.
+    /// Erases the account of `user_id` and every item keyed to it, which ends all of its
+    /// sessions; `Ok(false)` if there was none.
     async fn erase(&self, user_id: &str) -> Result<bool, StoreError>;
 }
 

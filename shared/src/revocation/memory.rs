@@ -1,18 +1,19 @@
-//! An in-memory [`SessionStore`] for unit tests and benchmarks.
+//! An in-memory [`SessionStore`] for unit tests and benchmarks, whose state a test sets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{SessionState, SessionStore, state};
+use super::{AccountSessions, SessionState, SessionStore, state};
 use crate::ratelimit::StoreError;
 use crate::session::Claims;
 
-/// Accounts and the instant their sessions are valid after.
+/// Accounts' session states and ended sessions.
 #[derive(Debug, Default)]
 pub struct MemorySessions {
-    accounts: Mutex<HashMap<String, u64>>,
+    accounts: Mutex<HashMap<String, AccountSessions>>,
+    denied: Mutex<HashSet<String>>,
 }
 
 impl MemorySessions {
@@ -21,9 +22,23 @@ impl MemorySessions {
         Self::default()
     }
 
-    /// Records an account whose sessions are valid after `valid_after_s`.
-    pub fn set(&self, user_id: &str, valid_after_s: u64) {
-        self.lock().insert(user_id.to_string(), valid_after_s);
+    /// Records an account at session generation `session_gen`, keeping the session `keep`.
+    pub fn set(&self, user_id: &str, session_gen: u64, keep: Option<&str>) {
+        self.lock().insert(
+            user_id.to_string(),
+            AccountSessions {
+                session_gen,
+                session_keep: keep.map(str::to_string),
+            },
+        );
+    }
+
+    /// Ends the one session `jti` (logout).
+    pub fn deny(&self, jti: &str) {
+        self.denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_string());
     }
 
     /// Removes an account (erasure).
@@ -31,7 +46,7 @@ impl MemorySessions {
         self.lock().remove(user_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, AccountSessions>> {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -39,6 +54,12 @@ impl MemorySessions {
 #[async_trait]
 impl SessionStore for MemorySessions {
     async fn check(&self, claims: &Claims) -> Result<SessionState, StoreError> {
-        Ok(state(self.lock().get(&claims.sub).copied(), claims.iat))
+        let account = self.lock().get(&claims.sub).cloned();
+        let denied = self
+            .denied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&claims.jti);
+        Ok(state(account.as_ref(), denied, claims))
     }
 }

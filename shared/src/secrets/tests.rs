@@ -119,7 +119,7 @@ async fn given_a_rotation_when_a_warm_instance_refreshes_then_old_tokens_verify_
     let secrets = load(&src, &clock).await;
     let sessions =
         Sessions::with_secrets(&cfg, secrets.clone(), Arc::new(clock.clone())).expect("sessions");
-    let (before, session) = sessions.issue_session("u").expect("token");
+    let (before, session) = sessions.issue_session("u", 0).expect("token");
     let before = before.token;
     let csrf_before = sessions.issue_csrf(&session).token;
 
@@ -137,7 +137,7 @@ async fn given_a_rotation_when_a_warm_instance_refreshes_then_old_tokens_verify_
         sessions.verify_csrf(&csrf_before, &session).is_ok(),
         "old CSRF key verifies"
     );
-    let after = sessions.issue_access_token("u").expect("token").token;
+    let after = sessions.issue_access_token("u", 0).expect("token").token;
     assert_ne!(
         jsonwebtoken::decode_header(&before).expect("h").kid,
         jsonwebtoken::decode_header(&after).expect("h").kid,
@@ -171,7 +171,7 @@ async fn given_an_instance_that_rotated_first_when_a_stale_one_meets_its_token_t
     src.rotate(CSRF_ID, &key(2));
     let fresh = Sessions::with_secrets(&cfg, load(&src, &clock).await, Arc::new(clock.clone()))
         .expect("sessions");
-    let token = fresh.issue_access_token("u").expect("token").token;
+    let token = fresh.issue_access_token("u", 0).expect("token").token;
     assert!(stale.authenticate(&bearer(&token)).is_err(), "unknown key");
     assert_eq!(
         stale
@@ -486,7 +486,7 @@ async fn given_a_csrf_token_from_an_instance_that_rotated_first_when_a_stale_one
     src.rotate(CSRF_ID, &key(2));
     let fresh = Sessions::with_secrets(&cfg, load(&src, &clock).await, Arc::new(clock.clone()))
         .expect("sessions");
-    let (_, session) = fresh.issue_session("u").expect("token");
+    let (_, session) = fresh.issue_session("u", 0).expect("token");
     let token = fresh.issue_csrf(&session).token;
     let mut headers = HeaderMap::new();
     headers.insert(

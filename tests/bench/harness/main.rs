@@ -549,6 +549,8 @@ impl Accounts {
             password_hash: self.hash.clone(),
             name: None,
             created_at: 0,
+            email_verified_at: 0,
+            session_gen: 0,
         };
         let created = self
             .rt

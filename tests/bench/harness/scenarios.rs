@@ -165,7 +165,7 @@ impl Context {
     fn authed(&self, method: &str, path: &str, ip: &str, user: &str) -> Event {
         let (access, session) = self
             .sessions
-            .issue_session(user)
+            .issue_session(user, 0)
             .expect("the benchmark's key signs tokens");
         let csrf = self.sessions.issue_csrf(&session);
         Event::new(Shape::RestV1, method, path)

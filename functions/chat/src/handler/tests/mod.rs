@@ -87,7 +87,7 @@ pub(super) struct Setup {
 pub(super) fn setup_with(provider: Arc<dyn ChatProvider>, rules: Rules) -> Setup {
     let config = config();
     let sessions = sessions(&config);
-    let (bearer, session) = sessions.issue_session(USER).expect("token");
+    let (bearer, session) = sessions.issue_session(USER, 0).expect("token");
     let bearer = bearer.token;
     let csrf = sessions.issue_csrf(&session).token;
     let budget_store = Arc::new(MemoryBudgetStore::new());
@@ -290,7 +290,7 @@ async fn given_a_missing_token_when_chatting_then_401_or_403_and_the_provider_is
         assert_eq!(body(&resp)["type"], "/problems/csrf-token-invalid");
 
         let sessions = sessions(&config());
-        let other_user = sessions.issue_session("user-2").expect("session").1;
+        let other_user = sessions.issue_session("user-2", 0).expect("session").1;
         let other_users_csrf = sessions.issue_csrf(&other_user).token;
         let resp = s
             .send(
@@ -507,7 +507,7 @@ async fn given_one_user_on_many_ips_when_chatting_21_times_in_a_minute_then_the_
     assert_eq!(resp.headers()["x-ratelimit-limit"], "20");
 
     let other = sessions(&config);
-    let (other_bearer, other_session) = other.issue_session("user-2").expect("token");
+    let (other_bearer, other_session) = other.issue_session("user-2", 0).expect("token");
     let other_csrf = other.issue_csrf(&other_session).token;
     let resp = s
         .send(
