@@ -28,6 +28,27 @@ pub fn limiter(config: &Config, client: Client) -> Arc<RateLimiter> {
     ))
 }
 
+/// The mailer of a function that sends account mail, and the links it puts in them:
+/// SES v2 from `MAIL_FROM`, links under `APP_BASE_URL` (both required outside development).
+#[cfg(feature = "mail")]
+pub async fn mailer(
+    config: &Config,
+) -> Result<(Arc<dyn crate::mail::Mailer>, crate::mail::Links), ConfigError> {
+    let settings = config.mail().inspect_err(|err| {
+        tracing::error!(event = "startup.failed", error = %err, "mail settings refused");
+    })?;
+    let client = crate::mail::ses::client(config.store_timeout.max(MAIL_TIMEOUT)).await;
+    Ok((
+        Arc::new(crate::mail::ses::SesMailer::new(client, settings.from)),
+        crate::mail::Links::new(&settings.app_base_url),
+    ))
+}
+
+/// The bound on one SES call: long enough for SES, short enough that a register or reset
+/// request still answers well inside API Gateway's limit.
+#[cfg(feature = "mail")]
+const MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Serves Lambda invocations of a function with two endpoints (a tight family such as the two
 /// reset steps): a request addressed to `second`'s route goes through it, every other request
 /// through `first` (which answers 404 for a route it does not serve).

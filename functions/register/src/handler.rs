@@ -1,10 +1,16 @@
 use std::sync::Arc;
 
 use flowbotz_security::accounts::password;
-use flowbotz_security::accounts::{UserRecord, UserStore, deliverable_domain, normalize_email};
+use flowbotz_security::accounts::registration::{self, Registration};
+use flowbotz_security::accounts::tokens::{PendingRegistration, TokenStore};
+use flowbotz_security::accounts::{
+    Attempt, MAIL_WINDOW_S, MAILS_PER_ADDRESS, UserStore, deliverable_domain, normalize_email,
+};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
+use flowbotz_security::mail::{self, Links, Mailer};
 use flowbotz_security::pipeline::{body_bytes, json};
+use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, validate};
 use http::StatusCode;
 use lambda_http::Request;
@@ -15,7 +21,7 @@ pub(crate) const ENDPOINT: Endpoint = EndpointId::Register.endpoint();
 
 /// The one answer to every well-formed registration, new email or not.
 pub(crate) const ACCEPTED: &str =
-    "If this email can be registered, the account is ready. Sign in to continue.";
+    "Check your inbox: follow the link we sent to finish creating your account.";
 
 fn ascii_email(email: &str) -> Result<(), ValidationError> {
     if !email.is_ascii() {
@@ -61,18 +67,34 @@ struct RegisterRequest {
 
 pub(crate) struct Register {
     users: Arc<dyn UserStore>,
+    tokens: Arc<dyn TokenStore>,
+    mailer: Arc<dyn Mailer>,
+    links: Links,
     clock: Arc<dyn Clock>,
     policy: PasswordPolicy,
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    ApiError::ServiceUnavailable {
+        reason: format!("user store: {e}"),
+        retry_after: 1,
+    }
 }
 
 impl Register {
     pub(crate) fn new(
         users: Arc<dyn UserStore>,
+        tokens: Arc<dyn TokenStore>,
+        mailer: Arc<dyn Mailer>,
+        links: Links,
         clock: Arc<dyn Clock>,
         policy: PasswordPolicy,
     ) -> Self {
         Self {
             users,
+            tokens,
+            mailer,
+            links,
             clock,
             policy,
         }
@@ -80,7 +102,7 @@ impl Register {
 }
 
 impl Handler for Register {
-    async fn handle(&self, req: Request, _ctx: &mut Ctx) -> HandlerResult {
+    async fn handle(&self, req: Request, ctx: &mut Ctx) -> HandlerResult {
         let mut body: RegisterRequest = validate::parse(body_bytes(&req))?;
         body.email = normalize_email(&body.email);
         let mut errors = match body.validate() {
@@ -96,25 +118,34 @@ impl Handler for Register {
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        // The same work for a new and a taken email: one hash, one conditional write.
-        let user = UserRecord {
-            user_id: uuid::Uuid::new_v4().to_string(),
-            email,
-            password_hash: password::hash(&body.password)?,
+        // The same work for a new and a taken email: one hash, one read, one token write and one
+        // mail. No account exists until the mailbox owner follows the link with this password.
+        let pending = PendingRegistration {
+            email: email.clone(),
             name: body.name.map(|n| n.trim().to_string()),
-            created_at: self.clock.now_s(),
-            // Interim (issue 13): until the verify-email function exists, registration still
-            // creates the account at once; it moves to `accounts::registration::register`.
-            email_verified_at: self.clock.now_s(),
-            session_gen: 0,
+            password_hash: password::hash(&body.password)?,
         };
-        self.users
-            .create(&user)
+        let now = self.clock.now_s();
+        let cap = self
+            .users
+            .reserve_mail(&email, now, MAILS_PER_ADDRESS, MAIL_WINDOW_S)
             .await
-            .map_err(|e| ApiError::ServiceUnavailable {
-                reason: format!("user store: {e}"),
-                retry_after: 1,
-            })?;
+            .map_err(unavailable)?;
+        if let Attempt::Admitted(_) = cap {
+            let outcome =
+                registration::register(self.users.as_ref(), self.tokens.as_ref(), pending, now)
+                    .await
+                    .map_err(unavailable)?;
+            let message = match outcome {
+                Registration::Pending(token) => {
+                    mail::verification(&email, &self.links, token.expose())
+                }
+                Registration::Existing(token) => {
+                    mail::existing_account(&email, &self.links, token.expose())
+                }
+            };
+            mail::send_or_log(self.mailer.as_ref(), &message, &ctx.request_id).await;
+        }
         Ok(json(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "message": ACCEPTED }),
@@ -125,24 +156,95 @@ impl Handler for Register {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowbotz_security::accounts::UserRecord;
     use flowbotz_security::accounts::memory::MemoryUserStore;
+    use flowbotz_security::accounts::tokens::memory::MemoryTokenStore;
     use flowbotz_security::clock::ManualClock;
+    use flowbotz_security::mail::memory::MemoryMailer;
+    use flowbotz_security::mail::{EXISTING_SUBJECT, VERIFY_SUBJECT};
     use flowbotz_security::{Config, Pipeline};
     use flowbotz_tests::events::{Event, SHAPES};
     use serde_json::json;
 
     fn setup() -> (Pipeline, Register, Arc<MemoryUserStore>) {
+        let (p, h, users, _) = setup_with_mail();
+        (p, h, users)
+    }
+
+    fn setup_with_mail() -> (Pipeline, Register, Arc<MemoryUserStore>, Arc<MemoryMailer>) {
         let config = Arc::new(
             Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
                 .expect("config"),
         );
         let users = Arc::new(MemoryUserStore::new());
+        let mailer = Arc::new(MemoryMailer::new());
         let handler = Register::new(
             users.clone(),
+            Arc::new(MemoryTokenStore::new()),
+            mailer.clone(),
+            Links::new("https://app.example"),
             Arc::new(ManualClock::at_ms(1_800_000_000_000)),
             config.password,
         );
-        (Pipeline::new(ENDPOINT, config), handler, users)
+        (Pipeline::new(ENDPOINT, config), handler, users, mailer)
+    }
+
+    #[tokio::test]
+    async fn given_a_registration_when_accepted_then_no_account_until_verified_and_one_link_mailed()
+    {
+        let (p, h, users, mailer) = setup_with_mail();
+        let body = json!({"email": "carol@example.com", "password": "correct horse battery staple vortex"});
+        let e = Event::new(SHAPES[0], "POST", "/api/auth/register").json_body(&body);
+        assert_eq!(p.serve(e.request(), &h).await.status(), 202);
+        let (user, _) = users.lookup("carol@example.com").await.expect("lookup");
+        assert!(user.is_none(), "an account before the mailbox is proven");
+        let sent = mailer.sent_to("carol@example.com");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].subject, VERIFY_SUBJECT);
+        assert!(sent[0].text.contains("https://app.example/#verify="));
+    }
+
+    #[tokio::test]
+    async fn given_a_verified_account_when_its_email_registers_then_the_same_202_and_an_existing_account_mail()
+     {
+        let (p, h, users, mailer) = setup_with_mail();
+        users
+            .create(&UserRecord {
+                user_id: "u-dan".into(),
+                email: "dan@example.com".into(),
+                password_hash: password::hash("violet quasar mangrove tundra 71").expect("hash"),
+                name: None,
+                created_at: 1,
+                email_verified_at: 1,
+                session_gen: 0,
+            })
+            .await
+            .expect("create");
+        let body =
+            json!({"email": "dan@example.com", "password": "correct horse battery staple vortex"});
+        let e = Event::new(SHAPES[0], "POST", "/api/auth/register").json_body(&body);
+        let resp = p.serve(e.request(), &h).await;
+        assert_eq!(resp.status(), 202);
+        assert!(format!("{:?}", resp.body()).contains("Check your inbox"));
+        let sent = mailer.sent_to("dan@example.com");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].subject, EXISTING_SUBJECT);
+        assert!(sent[0].text.contains("https://app.example/#reset="));
+        let (user, _) = users.lookup("dan@example.com").await.expect("lookup");
+        assert!(
+            user.is_some_and(|u| u.user_id == "u-dan"),
+            "never a second account"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_the_mail_service_down_when_registering_then_the_same_202() {
+        let (p, h, _, mailer) = setup_with_mail();
+        mailer.fail(true);
+        let body =
+            json!({"email": "erin@example.com", "password": "correct horse battery staple vortex"});
+        let e = Event::new(SHAPES[0], "POST", "/api/auth/register").json_body(&body);
+        assert_eq!(p.serve(e.request(), &h).await.status(), 202);
     }
 
     #[tokio::test]
@@ -166,10 +268,10 @@ mod tests {
                 "exactly one Argon2 operation"
             );
             let text = format!("{:?}", resp.body());
-            assert!(text.contains("If this email can be registered"));
+            assert!(text.contains("Check your inbox"));
         }
         let (stored, _) = users.lookup("alice@example.com").await.expect("lookup");
-        assert!(stored.is_some_and(|u| u.password_hash.starts_with("$argon2id$")));
+        assert!(stored.is_none(), "no account before verification");
     }
 
     #[tokio::test]

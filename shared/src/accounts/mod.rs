@@ -123,6 +123,12 @@ pub enum Attempt {
     },
 }
 
+/// Mails sent to one address per [`MAIL_WINDOW_S`] by registration and by reset requests
+/// (each counted apart); past it the request answers as always and sends nothing.
+pub const MAILS_PER_ADDRESS: u32 = 3;
+/// The window of [`MAILS_PER_ADDRESS`]: one hour.
+pub const MAIL_WINDOW_S: u64 = 3600;
+
 /// Which sessions a password update ends ([`UserStore::set_password`]).
 #[derive(Clone, PartialEq, Eq)]
 pub enum EndSessions {
@@ -195,6 +201,21 @@ pub trait UserStore: Send + Sync {
 
     /// Clears the failed-login state of `email` after a successful login.
     async fn clear_failures(&self, email: &str) -> Result<(), StoreError>;
+
+    /// Reserves one mail to `email` at `now_s`: at most `max` per window of `window_s` seconds,
+    /// counted apart from login failures (the attempt counter of [`UserStore::reserve_attempt`]
+    /// under a key no address can take), so a flood of register or reset requests cannot fill
+    /// one mailbox. Counted whether or not the address has an account.
+    async fn reserve_mail(
+        &self,
+        email: &str,
+        now_s: u64,
+        max: u32,
+        window_s: u64,
+    ) -> Result<Attempt, StoreError> {
+        self.reserve_attempt(&format!("mail\u{0}{email}"), now_s, max, window_s)
+            .await
+    }
 
     /// Replaces the password hash of `email` (rehash on login).
     async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError>;

@@ -74,6 +74,20 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, message: &Message) -> Result<(), MailError>;
 }
 
+/// Sends `message` for the request `request_id`. A failure is logged as an ERROR with the event
+/// `mail.send_failed` (the service's reason only: never the recipient, subject or text, which
+/// may hold a token) and swallowed, so the caller answers exactly as it would have and reveals
+/// nothing; repeating the request sends again. Returns whether the mail was sent.
+pub async fn send_or_log(mailer: &dyn Mailer, message: &Message, request_id: &str) -> bool {
+    match mailer.send(message).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(request_id = %request_id, event = "mail.send_failed", cause = %err, "mail not sent");
+            false
+        }
+    }
+}
+
 /// The subject of the verification mail.
 pub const VERIFY_SUBJECT: &str = "Confirm your email address for FlowBotz";
 /// The subject of the mail to an address that already has an account.
