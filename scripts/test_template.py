@@ -83,6 +83,11 @@ STORES = {
         "table_env": "PAYMENTS_TABLE",
         "callers": None,
     },
+    "DynamoTokenStore": {
+        "source": "shared/src/accounts/tokens/dynamodb.rs",
+        "table_env": "USERS_TABLE",
+        "callers": None,
+    },
     "DynamoCustomers": {
         "source": "shared/src/payments/customers.rs",
         "table_env": "USERS_TABLE",
