@@ -363,10 +363,8 @@ async fn given_an_erasure_while_the_first_payment_creates_the_customer_then_no_c
     .await;
     assert_eq!(warm.status, 401);
     stripe_post("/_standin/hold", &format!("user_id={user}&seconds=4")).await;
-    let paying = invoke(
-        "payment-intent",
-        &pay(&s, &json!({"amount": 1500, "currency": "usd"})),
-    );
+    let request = pay(&s, &json!({"amount": 1500, "currency": "usd"}));
+    let paying = invoke("payment-intent", &request);
     let erasing = async {
         // The erasure runs while Stripe holds the customer's creation.
         for _ in 0..600 {
