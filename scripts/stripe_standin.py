@@ -19,6 +19,12 @@ for the calls the project makes, and it delivers signed webhooks:
     POST /_standin/outage                   target=<id>&down=true|false: while down, every request
                                             whose path names the id gets its connection closed
                                             unanswered, as if Stripe were unreachable
+    POST /_standin/hold                     user_id=<id>&seconds=N: the next customer creation
+                                            with metadata[user_id]=<id> waits N seconds before it
+                                            runs (to interleave a request with it)
+    GET  /_standin/customers?user_id=<id>   every customer created with that metadata user_id,
+                                            deleted or not, and the creations held now:
+                                            {"customers": [{"id", "deleted"}], "held": n}
     GET  /_standin/deliveries               webhook delivery attempts, for tests
     GET  /_standin/health                   200 when up
 
@@ -709,6 +715,9 @@ class State:
         self.refunds: dict[str, dict] = {}
         self.disputes: dict[str, dict] = {}
         self.outages: set[str] = set()
+        self.holds: dict[str, float] = {}  # metadata user_id -> seconds
+        self.held: dict[str, int] = {}  # metadata user_id -> creations waiting now
+        self.customers_of: dict[str, list[str]] = {}  # metadata user_id -> customer ids
         self.idempotent: dict[tuple[str, str], StoredResponse] = {}
         self.webhooks = webhooks
 
@@ -820,6 +829,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(200, {"status": "ok"})
             if self._route == "/_standin/deliveries":
                 return self._send(200, {"deliveries": self.state.webhooks.snapshot()})
+            if self._route == "/_standin/customers":
+                user_id = as_string(parse_form(self._query).get("user_id", ""), "user_id")
+                with self.state.lock:
+                    found = [{"id": c, "deleted": self.state.customers.get(c) is None}
+                             for c in self.state.customers_of.get(user_id, [])]
+                    held = self.state.held.get(user_id, 0)
+                return self._send(200, {"customers": found, "held": held})
             if self._unreachable():
                 return None
             self._api_key()
@@ -870,6 +886,8 @@ class Handler(BaseHTTPRequestHandler):
             if self._query:
                 params.update(parse_form(self._query))
             key = self.headers.get("Idempotency-Key")
+            if self._route == "/v1/customers":
+                self._hold(params)
             with self.state.lock:
                 if key is not None:
                     stored = self._lookup_idempotent(api_key, key, params)
@@ -942,9 +960,25 @@ class Handler(BaseHTTPRequestHandler):
         if intent["status"] == "succeeded" and intent["latest_charge"]:
             self.state.charges[intent["latest_charge"]] = new_charge(intent, int(time.time()))
 
+    def _hold(self, params: dict) -> None:
+        """Waits as a hold on the creation's metadata user_id says, outside the lock."""
+        metadata = params.get("metadata")
+        user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+        with self.state.lock:
+            seconds = self.state.holds.pop(user_id, 0) if isinstance(user_id, str) else 0
+        if seconds:
+            with self.state.lock:
+                self.state.held[user_id] = self.state.held.get(user_id, 0) + 1
+            time.sleep(seconds)
+            with self.state.lock:
+                self.state.held[user_id] -= 1
+
     def _create_customer(self, params: dict, idempotency_key: str | None):
         customer = new_customer(params, int(time.time()))
         self.state.customers[customer["id"]] = customer
+        user_id = customer["metadata"].get("user_id")
+        if user_id:
+            self.state.customers_of.setdefault(user_id, []).append(customer["id"])
         return 200, customer, None
 
     def _retrieve(self, customer_match, other_match) -> dict:
@@ -1020,6 +1054,16 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self.state.outages.discard(target)
                 reply = {"outages": sorted(self.state.outages)}
+            elif self._route == "/_standin/hold":
+                user_id = as_string(params.get("user_id", ""), "user_id")
+                try:
+                    seconds = float(as_string(params.get("seconds", ""), "seconds"))
+                except ValueError:
+                    seconds = -1
+                if not user_id or not 0 < seconds <= 30:
+                    raise invalid("Needs user_id and seconds from 0 to 30.", param="seconds")
+                self.state.holds[user_id] = seconds
+                reply = {"holds": sorted(self.state.holds)}
             elif self._route == "/_standin/disputes":
                 intent_id = as_string(params.get("payment_intent", ""), "payment_intent")
                 intent = self.state.intents.get(intent_id)

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
 use flowbotz_security::payments::dynamodb::DynamoLedger;
 use flowbotz_security::payments::{EventLedger, PaymentRecord, signature};
 use flowbotz_security::store::dynamodb::client;
@@ -308,6 +311,86 @@ async fn given_an_account_with_payments_when_erased_then_records_are_pseudonymis
     assert_eq!(gone["deleted"], true, "{gone}");
     let pending = ledger().await.pending_deletions(1000).await.expect("read");
     assert!(!pending.contains(&customer2), "{pending:?}");
+}
+
+/// The user id of a session: its access token's `sub`.
+fn user_id_of(s: &Session) -> String {
+    let payload = s.access_token.split('.').nth(1).expect("a JWT");
+    let claims: Value = serde_json::from_slice(&B64.decode(payload).expect("b64")).expect("json");
+    claims["sub"].as_str().expect("sub").to_string()
+}
+
+/// The customers the stand-in created for `user`, deleted or not, and how many of its
+/// creations are being held now.
+async fn standin_customers(user: &str) -> (Vec<(String, bool)>, u64) {
+    let v: Value = reqwest::get(format!(
+        "{}/_standin/customers?user_id={user}",
+        stripe_url()
+    ))
+    .await
+    .expect("stand-in answers")
+    .json()
+    .await
+    .expect("json");
+    let customers = v["customers"]
+        .as_array()
+        .expect("customers")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_string(),
+                c["deleted"].as_bool().expect("deleted"),
+            )
+        })
+        .collect();
+    (customers, v["held"].as_u64().unwrap_or(0))
+}
+
+/// Failure 4's last gap: a first payment read the account (no customer yet), the erasure ran
+/// (nothing to delete at Stripe), then the payment created the customer, which lived on at
+/// Stripe with the user id. Now the erasure marks the account first, the payment cannot store
+/// the customer and deletes it, and no intent is created.
+#[tokio::test]
+async fn given_an_erasure_while_the_first_payment_creates_the_customer_then_no_customer_survives() {
+    let s = new_session().await;
+    let user = user_id_of(&s);
+    // The account function started, so that the erasure fits in the hold (below Stripe's
+    // timeout of the payment's request).
+    let warm = invoke(
+        "account",
+        &Event::new(Shape::RestV1, "DELETE", "/api/account"),
+    )
+    .await;
+    assert_eq!(warm.status, 401);
+    stripe_post("/_standin/hold", &format!("user_id={user}&seconds=4")).await;
+    let request = pay(&s, &json!({"amount": 1500, "currency": "usd"}));
+    let paying = invoke("payment-intent", &request);
+    let erasing = async {
+        // The erasure runs while Stripe holds the customer's creation.
+        for _ in 0..600 {
+            if standin_customers(&user).await.1 > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            standin_customers(&user).await.1,
+            1,
+            "the payment is creating the customer"
+        );
+        invoke("account", &erase(&s)).await
+    };
+    let (paid, erased) = tokio::join!(paying, erasing);
+    assert_eq!(erased.status, 204, "{}", erased.body);
+    assert_problem(&paid, 401);
+    let (customers, _) = standin_customers(&user).await;
+    assert_eq!(customers.len(), 1, "{customers:?}");
+    assert!(
+        customers.iter().all(|(_, deleted)| *deleted),
+        "no customer of the erased account is left at Stripe: {customers:?}"
+    );
+    let pending = ledger().await.pending_deletions(1000).await.expect("read");
+    assert!(!pending.contains(&customers[0].0), "{pending:?}");
 }
 
 /// Failure 5: ten rate-limit violations from an address blocked every webhook delivery from

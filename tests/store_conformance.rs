@@ -540,26 +540,17 @@ async fn ledger_suite(ledger: &dyn EventLedger) {
     );
 }
 
-/// The first customer stored on an account wins; an erased account takes none.
+/// The first customer stored on an account wins; an erased account takes none. `create` and
+/// `erase` are the user store's registration and erasure (the user item's put and delete).
 async fn customer_suite(
     store: &dyn CustomerStore,
-    users: &dyn flowbotz_security::accounts::UserStore,
+    create: impl AsyncFn(&str, &str),
+    erase: impl AsyncFn(&str) -> bool,
 ) {
     let run = flowbotz_tests::events::unique_ip().replace([':', '.'], "");
     let user = format!("conf-customer-{run}");
     let email = format!("{user}@example.com");
-    users
-        .create(&flowbotz_security::accounts::UserRecord {
-            user_id: user.clone(),
-            email: email.clone(),
-            password_hash: "x".into(),
-            name: None,
-            created_at: 1,
-            email_verified_at: 1,
-            session_gen: 0,
-        })
-        .await
-        .expect("create");
+    create(&user, &email).await;
     let owner = store.owner(&user).await.expect("read").expect("owner");
     assert_eq!(
         (owner.email.as_str(), owner.customer_id),
@@ -579,12 +570,70 @@ async fn customer_suite(
     );
     let owner = store.owner(&user).await.expect("read").expect("owner");
     assert_eq!(owner.customer_id.as_deref(), Some("cus_A"));
-    assert!(users.erase(&user).await.expect("erase"));
+    assert!(erase(&user).await);
     assert_eq!(store.owner(&user).await.expect("read"), None);
     assert_eq!(
         store.set_customer(&user, "cus_C").await.expect("gone"),
         SetCustomer::NoAccount
     );
+    assert_eq!(store.mark_erasing(&user).await.expect("gone"), None);
+}
+
+/// An erasure marks the account before deleting it: the mark returns the customer stored at
+/// that moment, and from then on no customer is stored and no owner is found, so a first
+/// payment racing the erasure can never leave a customer the erasure did not see.
+async fn erasing_suite(
+    store: &dyn CustomerStore,
+    create: impl AsyncFn(&str, &str),
+    erase: impl AsyncFn(&str) -> bool,
+) {
+    let run = flowbotz_tests::events::unique_ip().replace([':', '.'], "");
+    // The payment read the owner (no customer yet), then the erasure began.
+    let racing = format!("conf-erasing-{run}");
+    create(&racing, &format!("{racing}@example.com")).await;
+    assert!(store.owner(&racing).await.expect("read").is_some());
+    assert_eq!(store.mark_erasing(&racing).await.expect("mark"), None);
+    assert_eq!(
+        store.set_customer(&racing, "cus_R").await.expect("refused"),
+        SetCustomer::NoAccount,
+        "an account being erased takes no customer"
+    );
+    assert_eq!(store.owner(&racing).await.expect("read"), None);
+    assert_eq!(
+        store.mark_erasing(&racing).await.expect("again"),
+        None,
+        "nothing was stored"
+    );
+    assert!(erase(&racing).await);
+    // The customer was stored first: the erasure gets it, and a retried erasure gets it again.
+    let paid = format!("conf-erasing-paid-{run}");
+    create(&paid, &format!("{paid}@example.com")).await;
+    assert_eq!(
+        store.set_customer(&paid, "cus_P").await.expect("set"),
+        SetCustomer::Stored
+    );
+    assert_eq!(
+        store.mark_erasing(&paid).await.expect("mark").as_deref(),
+        Some("cus_P")
+    );
+    assert_eq!(
+        store.mark_erasing(&paid).await.expect("retry").as_deref(),
+        Some("cus_P")
+    );
+    assert_eq!(
+        store.set_customer(&paid, "cus_P").await.expect("refused"),
+        SetCustomer::NoAccount
+    );
+    assert!(erase(&paid).await);
+}
+
+#[tokio::test]
+async fn memory_customers_conform() {
+    let store = flowbotz_security::payments::customers::MemoryCustomers::new();
+    let create = async |user: &str, email: &str| store.insert(user, email);
+    let erase = async |user: &str| store.remove(user);
+    customer_suite(&store, &create, &erase).await;
+    erasing_suite(&store, &create, &erase).await;
 }
 
 #[tokio::test]
@@ -611,14 +660,30 @@ mod dynamodb {
     async fn dynamodb_customers_conform_against_moto() {
         let table = std::env::var("USERS_TABLE").unwrap_or_else(|_| "flowbotz-users".into());
         let c = client(Duration::from_secs(3)).await;
-        customer_suite(
-            &flowbotz_security::payments::customers::dynamodb::DynamoCustomers::new(
-                c.clone(),
-                table.clone(),
-            ),
-            &flowbotz_security::accounts::dynamodb::DynamoUserStore::new(c, table),
-        )
-        .await;
+        let store = flowbotz_security::payments::customers::dynamodb::DynamoCustomers::new(
+            c.clone(),
+            table.clone(),
+        );
+        use flowbotz_security::accounts::UserStore;
+        let users = flowbotz_security::accounts::dynamodb::DynamoUserStore::new(c, table);
+        let create = async |user: &str, email: &str| {
+            let created = users
+                .create(&flowbotz_security::accounts::UserRecord {
+                    user_id: user.into(),
+                    email: email.into(),
+                    password_hash: "x".into(),
+                    name: None,
+                    created_at: 1,
+                    email_verified_at: 1,
+                    session_gen: 0,
+                })
+                .await
+                .expect("create");
+            assert!(created);
+        };
+        let erase = async |user: &str| users.erase(user).await.expect("erase");
+        customer_suite(&store, &create, &erase).await;
+        erasing_suite(&store, &create, &erase).await;
     }
 
     #[tokio::test]

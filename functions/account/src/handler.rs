@@ -15,6 +15,11 @@ pub(crate) const ENDPOINT: Endpoint = EndpointId::Account.endpoint();
 /// Pending Stripe deletions of earlier erasures retried per invocation.
 const SWEEP_LIMIT: usize = 5;
 
+/// Failed deletions after which a sweep stops: one failure (that customer's request failed)
+/// does not hold back the others, a second suggests Stripe is unreachable, and each failure can
+/// cost a whole Stripe timeout.
+const SWEEP_MAX_FAILURES: usize = 2;
+
 pub(crate) struct Account {
     pub(crate) users: Arc<dyn UserStore>,
     pub(crate) owners: Arc<dyn CustomerStore>,
@@ -66,9 +71,13 @@ impl Account {
                 return;
             }
         };
+        let mut failures = 0;
         for customer in pending {
             if !self.delete_at_stripe(&customer, request_id).await {
-                return;
+                failures += 1;
+                if failures >= SWEEP_MAX_FAILURES {
+                    return;
+                }
             }
         }
     }
@@ -82,13 +91,14 @@ impl Handler for Account {
             .ok_or(ApiError::Unauthorized("no user"))?;
         let now = self.clock.now_s();
         // Durable steps first, in an order a retry can repeat: the pending Stripe deletion is
-        // recorded before the account (which names the customer) is erased.
+        // recorded before the account (which names the customer) is erased. Marking the account
+        // `erasing` reads its customer and, in the same step, stops a racing first payment from
+        // storing one: that payment deletes the customer it created itself.
         let customer = self
             .owners
-            .owner(&user)
+            .mark_erasing(&user)
             .await
-            .map_err(|e| unavailable("user store", e))?
-            .and_then(|o| o.customer_id);
+            .map_err(|e| unavailable("user store", e))?;
         if let Some(c) = &customer {
             self.payments
                 .add_pending_deletion(c, now)
@@ -144,13 +154,16 @@ mod tests {
     #[derive(Default)]
     struct FakeStripe {
         down: AtomicBool,
+        down_for: Mutex<Vec<String>>,
         deleted: Mutex<Vec<String>>,
     }
 
     #[async_trait]
     impl CustomerDeletion for FakeStripe {
         async fn delete_customer(&self, id: &str) -> Result<(), String> {
-            if self.down.load(Ordering::SeqCst) {
+            if self.down.load(Ordering::SeqCst)
+                || self.down_for.lock().expect("lock").iter().any(|c| c == id)
+            {
                 return Err("network error reaching stripe".into());
             }
             self.deleted.lock().expect("lock").push(id.to_string());
@@ -313,5 +326,66 @@ mod tests {
                 .expect("read")
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn given_one_pending_deletion_failing_when_sweeping_then_the_others_are_still_deleted() {
+        let s = setup();
+        add_user(&s, "u-1", "cus_a_failing").await;
+        add_user(&s, "u-2", "cus_b_pending").await;
+        add_user(&s, "u-3", "cus_c_own").await;
+        s.stripe.down.store(true, Ordering::SeqCst);
+        assert_eq!(erase(&s, "u-1").await, 204);
+        assert_eq!(erase(&s, "u-2").await, 204);
+        assert_eq!(
+            s.ledger.pending_deletions(10).await.expect("read"),
+            vec!["cus_a_failing".to_string(), "cus_b_pending".to_string()]
+        );
+        // Stripe is back, but the first pending customer's deletion still fails.
+        s.stripe.down.store(false, Ordering::SeqCst);
+        s.stripe
+            .down_for
+            .lock()
+            .expect("lock")
+            .push("cus_a_failing".into());
+        assert_eq!(erase(&s, "u-3").await, 204);
+        let mut deleted = s.stripe.deleted.lock().expect("lock").clone();
+        deleted.sort();
+        assert_eq!(
+            deleted,
+            vec!["cus_b_pending".to_string(), "cus_c_own".to_string()]
+        );
+        assert_eq!(
+            s.ledger.pending_deletions(10).await.expect("read"),
+            vec!["cus_a_failing".to_string()],
+            "the failing one stays pending for a later sweep"
+        );
+    }
+
+    #[tokio::test]
+    async fn given_an_erasure_when_it_begins_then_a_racing_payment_can_no_longer_store_a_customer()
+    {
+        let s = setup();
+        add_user(&s, "u-1", "cus_one").await;
+        s.users
+            .create(&UserRecord {
+                user_id: "u-2".into(),
+                email: "u-2@example.com".into(),
+                password_hash: "x".into(),
+                name: None,
+                created_at: 1,
+                email_verified_at: 1,
+                session_gen: 0,
+            })
+            .await
+            .expect("create");
+        s.owners.insert("u-2", "u-2@example.com");
+        assert_eq!(erase(&s, "u-2").await, 204);
+        assert_eq!(
+            s.owners.set_customer("u-2", "cus_late").await.expect("set"),
+            flowbotz_security::payments::customers::SetCustomer::NoAccount,
+            "the payment that created cus_late deletes it itself"
+        );
+        assert!(s.stripe.deleted.lock().expect("lock").is_empty());
     }
 }

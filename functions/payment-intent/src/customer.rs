@@ -1,11 +1,12 @@
-//! Creating the account's Stripe customer through async-stripe, behind a small trait so the
-//! handler is tested without a network.
+//! Creating the account's Stripe customer through async-stripe (and deleting one created for an
+//! account that was erased meanwhile), behind a small trait so the handler is tested without a
+//! network.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
-use stripe_core::customer::CreateCustomer;
+use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::customer::{CreateCustomer, DeleteCustomer};
 
 use crate::provider::{ProviderError, StripeIntents, classify};
 
@@ -17,6 +18,9 @@ pub(crate) trait Customers: Send + Sync {
         user_id: &str,
         idempotency_key: &str,
     ) -> Result<String, ProviderError>;
+
+    /// Deletes a customer; an already deleted or unknown one counts as deleted.
+    async fn delete_customer(&self, customer_id: &str) -> Result<(), ProviderError>;
 }
 
 #[async_trait]
@@ -39,5 +43,17 @@ impl Customers for StripeIntents {
             .await
             .map_err(classify)?;
         Ok(customer.id.as_str().to_string())
+    }
+
+    async fn delete_customer(&self, customer_id: &str) -> Result<(), ProviderError> {
+        match DeleteCustomer::new(customer_id).send(&self.client()?).await {
+            Ok(_) => Ok(()),
+            Err(StripeError::Stripe(api, 404))
+                if api.code.as_ref().map(|c| c.as_str()) == Some("resource_missing") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 }

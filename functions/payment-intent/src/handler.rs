@@ -126,8 +126,52 @@ impl PaymentIntent {
             .map_err(store_error)?
         {
             SetCustomer::Stored => Ok((owner.email, created)),
-            SetCustomer::Existing(customer) => Ok((owner.email, customer)),
-            SetCustomer::NoAccount => Err(gone()),
+            SetCustomer::Existing(customer) => {
+                if customer != created {
+                    self.discard_customer(stripe, &created).await;
+                }
+                Ok((owner.email, customer))
+            }
+            SetCustomer::NoAccount => {
+                // The account was erased (or its erasure began) after it was read: the erasure
+                // did not see this customer, so it is deleted here, and no intent is created.
+                self.discard_customer(stripe, &created).await;
+                Err(gone())
+            }
+        }
+    }
+
+    /// Deletes at Stripe a customer this instance created but could not store on the account.
+    /// The deletion is recorded as pending first, as erasure records its own, so that if Stripe
+    /// cannot be reached (or this instance stops) the account function's sweep deletes it later.
+    async fn discard_customer(&self, stripe: &Stripe, customer: &str) {
+        let recorded = self
+            .payments
+            .add_pending_deletion(customer, self.clock.now_s())
+            .await;
+        if let Err(cause) = &recorded {
+            tracing::error!(event = "erasure.stripe_pending_not_recorded", %cause, "pending deletion not recorded");
+        }
+        match stripe.customers.delete_customer(customer).await {
+            Ok(()) => {
+                tracing::info!(
+                    event = "erasure.stripe_customer_deleted",
+                    "unstored stripe customer deleted"
+                );
+                if recorded.is_ok()
+                    && let Err(cause) = self.payments.remove_pending_deletion(customer).await
+                {
+                    // Deleting again later is harmless: Stripe's 404 counts as deleted.
+                    tracing::error!(event = "erasure.pending_cleanup_failed", %cause, "pending deletion not removed");
+                }
+            }
+            Err(cause) => {
+                tracing::warn!(
+                    event = "erasure.stripe_pending",
+                    ?cause,
+                    "unstored stripe customer deletion pending"
+                );
+            }
         }
     }
 
@@ -304,11 +348,32 @@ mod tests {
     use serde_json::{Value, json};
     use std::sync::Mutex;
 
+    /// An erasure that runs while Stripe creates the customer: after the owner was read and
+    /// before the customer is stored. `true`: it also deleted the user item (it completed).
+    type Interleaved = (Arc<MemoryCustomers>, bool);
+
     #[derive(Default)]
     struct Fake {
         calls: Mutex<Vec<(IntentRequest, String)>>,
         customers: Mutex<Vec<(String, String)>>,
+        deleted: Mutex<Vec<String>>,
+        erase_during_create: Mutex<Option<Interleaved>>,
+        delete_fails: bool,
         fail: Option<ProviderError>,
+    }
+
+    impl Fake {
+        /// Customers created and not deleted, as Stripe would list them.
+        fn live_customers(&self) -> Vec<String> {
+            let deleted = self.deleted.lock().expect("lock").clone();
+            self.customers
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|(_, key)| format!("cus_{}", &key[key.len() - 12..]))
+                .filter(|c| !deleted.contains(c))
+                .collect()
+        }
     }
 
     #[async_trait]
@@ -318,8 +383,26 @@ mod tests {
                 .lock()
                 .expect("lock")
                 .push((user.to_string(), key.to_string()));
+            let erasure = self.erase_during_create.lock().expect("lock").take();
+            if let Some((owners, completed)) = erasure {
+                assert_eq!(owners.mark_erasing(user).await.expect("mark"), None);
+                if completed {
+                    owners.remove(user);
+                }
+            }
             // Stripe's idempotency: one key, one customer.
             Ok(format!("cus_{}", &key[key.len() - 12..]))
+        }
+
+        async fn delete_customer(&self, customer_id: &str) -> Result<(), ProviderError> {
+            if self.delete_fails {
+                return Err(ProviderError::Timeout);
+            }
+            self.deleted
+                .lock()
+                .expect("lock")
+                .push(customer_id.to_string());
+            Ok(())
         }
     }
 
@@ -364,6 +447,16 @@ mod tests {
     }
 
     fn setup_with(fail: Option<ProviderError>, owners: Arc<MemoryCustomers>) -> Setup {
+        setup_full(
+            Fake {
+                fail,
+                ..Default::default()
+            },
+            owners,
+        )
+    }
+
+    fn setup_full(fake: Fake, owners: Arc<MemoryCustomers>) -> Setup {
         let config = Arc::new(
             Config::from_lookup(|k| match k {
                 "ENVIRONMENT" => Some("development".into()),
@@ -379,10 +472,7 @@ mod tests {
         let (bearer, session) = sessions.issue_session("u-1", 0).expect("token");
         let bearer = bearer.token;
         let csrf = sessions.issue_csrf(&session).token;
-        let fake = Arc::new(Fake {
-            fail,
-            ..Default::default()
-        });
+        let fake = Arc::new(fake);
         let settings = Settings::from_lookup(Environment::Development, |_| None).expect("settings");
         let stripe = Stripe {
             intents: fake.clone(),
@@ -612,6 +702,58 @@ mod tests {
         let (status, _) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 0).await;
         assert_eq!(status, 401);
         assert!(s.fake.customers.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn given_an_erasure_between_reading_the_owner_and_storing_the_customer_when_paying_then_the_new_customer_is_deleted_and_no_intent_created()
+     {
+        for completed in [false, true] {
+            let owners = Arc::new(MemoryCustomers::new());
+            owners.insert("u-1", "owner@example.com");
+            let s = setup_with(None, owners.clone());
+            *s.fake.erase_during_create.lock().expect("lock") = Some((owners, completed));
+            let (status, v) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 0).await;
+            assert_eq!(status, 401, "completed={completed}: {v}");
+            assert_eq!(s.fake.customers.lock().expect("lock").len(), 1);
+            assert!(
+                s.fake.live_customers().is_empty(),
+                "completed={completed}: no customer outlives the erasure"
+            );
+            assert!(s.fake.calls.lock().expect("lock").is_empty(), "no intent");
+            assert!(
+                s.payments
+                    .pending_deletions(10)
+                    .await
+                    .expect("read")
+                    .is_empty(),
+                "nothing left pending once Stripe confirmed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn given_an_erasure_racing_the_first_payment_and_stripe_failing_the_deletion_then_the_customer_is_left_pending_for_the_sweep()
+     {
+        let owners = Arc::new(MemoryCustomers::new());
+        owners.insert("u-1", "owner@example.com");
+        let s = setup_full(
+            Fake {
+                delete_fails: true,
+                ..Default::default()
+            },
+            owners.clone(),
+        );
+        *s.fake.erase_during_create.lock().expect("lock") = Some((owners, true));
+        let (status, _) = call(&s, &json!({"amount": 2000, "currency": "usd"}), &[], 1).await;
+        assert_eq!(status, 401);
+        let live = s.fake.live_customers();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            s.payments.pending_deletions(10).await.expect("read"),
+            live,
+            "the account function's sweep deletes it"
+        );
+        assert!(s.fake.calls.lock().expect("lock").is_empty());
     }
 
     #[tokio::test]

@@ -205,7 +205,9 @@ impl Webhook {
                     amount: charge.amount,
                     currency: charge.currency,
                 };
-                let t = transition(status, charge.amount_refunded.max(0));
+                // Never more refunded than paid, whatever a malformed or hostile event says.
+                let refunded = charge.amount_refunded.clamp(0, charge.amount.max(0));
+                let t = transition(status, refunded);
                 (charge.payment_intent, user, Some(facts), t)
             }
             "charge.dispute.created" | "charge.dispute.closed" => {
@@ -671,6 +673,25 @@ mod tests {
         );
         let record = final_record(&[ok, failed]).await;
         assert_eq!(record.status, "succeeded");
+    }
+
+    #[tokio::test]
+    async fn given_a_partial_refund_above_the_amount_when_delivered_then_capped_at_the_amount() {
+        let over = sequence_event(
+            "evt_over",
+            "charge.refunded",
+            T0 + 1,
+            serde_json::json!({"amount_refunded": 5000}),
+        );
+        let record = final_record(&[over]).await;
+        assert_eq!(
+            (
+                record.status.as_str(),
+                record.refunded_amount,
+                record.amount
+            ),
+            ("partially_refunded", 2000, Some(2000))
+        );
     }
 
     #[tokio::test]
