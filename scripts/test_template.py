@@ -112,6 +112,11 @@ ROTATED = {"jwt-secret-key", "csrf-secret-key"}
 # Shared components whose construction needs secrets.
 IMPLIED_NEEDS = {"Sessions": {"JwtKey", "CsrfKey"}}
 
+# Account mail: SES v2 SendEmail on the MailIdentity, only from MailFrom, with the two settings.
+MAIL_RESOURCE = {"Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}"}
+MAIL_CONDITION = {"StringEquals": {"ses:FromAddress": {"Ref": "MailFrom"}}}
+MAIL_ENV = {"MAIL_FROM": {"Ref": "MailFrom"}, "APP_BASE_URL": {"Ref": "AppBaseUrl"}}
+
 # The rotation function: its grants on each rotated secret, the action that has no resource to
 # scope to, and its KMS actions when KmsKeyArn is set (it reads and writes secret versions).
 ROTATION = {
@@ -304,7 +309,13 @@ def call_args(masked: str, code: str, after: int) -> str:
 
 
 def crate_sources(crate: Path) -> list[RustSource]:
-    return [RustSource(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT))) for p in sorted((crate / "src").rglob("*.rs"))]
+    """The crate's code, less its test modules kept in files of their own (`tests.rs`,
+    `tests/`), whose fixtures are not what the deployed function runs."""
+    return [
+        RustSource(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))
+        for p in sorted((crate / "src").rglob("*.rs"))
+        if p.name != "tests.rs" and "tests" not in p.relative_to(crate / "src").parts[:-1]
+    ]
 
 
 def shared_sources() -> dict[str, RustSource]:
@@ -398,16 +409,70 @@ def store_methods(store: str) -> tuple[str, dict[str, set[str]]]:
     return trait, result
 
 
+def _receivers(masked: str, trait: str) -> set[str]:
+    """Names typed with `trait` (fields, parameters, bindings) in `masked`."""
+    return set(re.findall(r"\b(\w+)\s*:\s*[^,;=(){}]*?\b" + re.escape(trait) + r"\b", masked))
+
+
+def _shared_fns(shared: dict[str, RustSource]) -> dict[tuple[str, str], str]:
+    """(module, fn) -> the whole text (signature and body) of each free function of the crate."""
+    out = {}
+    for path, src in shared.items():
+        module = Path(path).stem if Path(path).stem not in ("mod", "lib") else Path(path).parent.name
+        for m in re.finditer(r"^pub\s+(?:async\s+)?fn\s+(\w+)", src.masked, re.M):
+            brace = src.masked.find("{", m.end())
+            out[(module, m.group(1))] = src.masked[m.start():matching(src.masked, brace)]
+    return out
+
+
+def _trait_defaults(shared: dict[str, RustSource], trait: str) -> dict[str, set[str]]:
+    """Default methods of `trait` -> the `self.` methods their bodies call."""
+    for src in shared.values():
+        m = re.search(r"\bpub\s+trait\s+" + re.escape(trait) + r"\b[^{]*\{", src.masked)
+        if not m:
+            continue
+        body = src.masked[m.end():matching(src.masked, m.end() - 1)]
+        out = {}
+        for f in re.finditer(r"\bfn\s+(\w+)\s*(?:<[^{;]*?>)?\s*\(", body):
+            end_sig = re.compile(r"[;{]").search(body, f.end())
+            if end_sig and body[end_sig.start()] == "{":
+                inner = body[end_sig.start():matching(body, end_sig.start())]
+                out[f.group(1)] = set(re.findall(r"\bself\s*\.\s*(\w+)\s*\(", inner))
+        return out
+    return {}
+
+
 def called_methods(sources: list[RustSource], trait: str, store: str, methods: set[str]) -> set[str]:
-    """Trait methods called on a receiver typed with `trait` (or holding a new `store`)."""
+    """Trait methods called on a receiver typed with `trait` (or holding a new `store`), also
+    inside the shared crate's free functions the sources call (`module::function(...)`,
+    followed transitively), with a default trait method standing for the methods it calls."""
+    shared = shared_sources()
+    shared_fns = _shared_fns(shared)
+    defaults = _trait_defaults(shared, trait)
     called = set()
-    for src in sources:
-        receivers = set(re.findall(r"\b(\w+)\s*:\s*[^,;=(){}]*?\b" + re.escape(trait) + r"\b", src.masked))
-        receivers |= set(re.findall(r"\blet\s+(?:mut\s+)?(\w+)\s*=[^;]*\b" + re.escape(store) + r"::new\b", src.masked))
+
+    def scan(masked: str, receivers: set[str]):
         for recv in receivers:
-            for method in re.findall(r"\b" + re.escape(recv) + r"\s*\.\s*(\w+)\s*\(", src.masked):
+            for method in re.findall(r"\b" + re.escape(recv) + r"\s*\.\s*(\w+)\s*\(", masked):
                 if method in methods:
                     called.add(method)
+                elif method in defaults:
+                    called.update(m for m in defaults[method] if m in methods)
+
+    todo, seen = [], set()
+    for src in sources:
+        receivers = _receivers(src.masked, trait)
+        receivers |= set(re.findall(r"\blet\s+(?:mut\s+)?(\w+)\s*=[^;]*\b" + re.escape(store) + r"::new\b", src.masked))
+        scan(src.masked, receivers)
+        todo.extend(re.findall(r"\b(\w+)::(\w+)\s*\(", src.masked))
+    while todo:
+        key = todo.pop()
+        if key in seen or key not in shared_fns:
+            continue
+        seen.add(key)
+        text = shared_fns[key]
+        scan(text, _receivers(text, trait))
+        todo.extend(re.findall(r"\b(\w+)::(\w+)\s*\(", text))
     return called
 
 
@@ -415,6 +480,7 @@ def called_methods(sources: list[RustSource], trait: str, store: str, methods: s
 class Needs:
     tables: dict[str, set[str]] = field(default_factory=dict)  # table variable -> IAM actions
     secrets: set[str] = field(default_factory=set)  # Need variants
+    mail: bool = False  # sends account mail through SES (runtime::mailer)
 
 
 def factories(shared: dict[str, RustSource]) -> dict[tuple[str, str], tuple[str, str, str]]:
@@ -468,6 +534,8 @@ def derive_needs(crate: Path, config: Config | None = None, shared: dict[str, Ru
 
     # Secrets: the Need values the crate names, and those of shared components it builds.
     for src in sources:
+        if re.search(r"\bruntime::mailer\s*\(|\bSesMailer::new\s*\(", src.masked):
+            needs.mail = True
         for variant in re.findall(r"\bNeed::(\w+)", src.masked):
             if variant not in NEEDS:
                 raise AnalysisError(f"{src.path}: Need::{variant} is not in NEEDS in scripts/test_template.py")
@@ -604,6 +672,7 @@ class Grants:
     secrets: dict[str, set[str]] = field(default_factory=dict)  # secret name -> actions
     unscoped: set[str] = field(default_factory=set)  # actions on Resource "*"
     kms: set[str] = field(default_factory=set)  # actions on KmsKeyArn when it is set
+    mail: set[str] = field(default_factory=set)  # SES actions on the MailIdentity, from MailFrom
     problems: list[str] = field(default_factory=list)
 
 
@@ -646,6 +715,12 @@ def granted(template: dict, logical: str) -> Grants:
                 if st.get("Condition") != KMS_CONDITION:
                     g.problems.append(f"statement {sid!r}: the KMS grant must be scoped with kms:ViaService to secretsmanager.${{AWS::Region}}.amazonaws.com")
                 g.kms.update(actions)
+                continue
+            if service == "ses":
+                if conditional or resources != [MAIL_RESOURCE] or st.get("Condition") != MAIL_CONDITION:
+                    g.problems.append(f"statement {sid!r}: SES grants must be on the MailIdentity identity, scoped with ses:FromAddress to MailFrom")
+                    continue
+                g.mail.update(actions)
                 continue
             if conditional or "Condition" in st:
                 g.problems.append(f"statement {sid!r}: only plain Allow statements are expected for {service}")
@@ -707,8 +782,14 @@ def drift(template: dict, binary: str, needs: Needs) -> list[str]:
         _compare(problems, f"on secret {name}", want_secrets.get(name, set()), g.secrets.get(name, set()))
     _compare(problems, 'on Resource "*"', want_unscoped, g.unscoped)
     _compare(problems, "on KmsKeyArn", want_kms, g.kms)
+    _compare(problems, "on the MailIdentity", {"ses:SendEmail"} if needs.mail else set(), g.mail)
 
     env = environment(template, logical)
+    mail_env = {var: env.get(var) for var in MAIL_ENV}
+    if needs.mail and mail_env != MAIL_ENV:
+        problems.append(f"the function sends mail: its environment must set {MAIL_ENV}, not {mail_env}")
+    if not needs.mail and any(mail_env.values()):
+        problems.append("the environment holds mail settings, which the code does not use")
     id_vars = {var for var, _ in NEEDS.values()}
     for var, value in env.items():
         if var in VALUE_VARS:
