@@ -153,6 +153,18 @@ class DocumentTest(unittest.TestCase):
                     self.assertIn("413", op["responses"], label)
                     self.assertIn("415", op["responses"], label)
 
+    def test_the_readme_endpoint_table_is_the_catalogue(self):
+        rows = re.findall(r"^\| `([A-Z]+) (/api/[^`]+)` \| `([a-z-]+)` \| ([^|]+) \| ([^|]+) \|", (ROOT / "README.md").read_text(), re.M)
+        readme = {(m, path): (fn, auth.strip().startswith("Bearer"), csrf.strip() == "required") for m, path, fn, auth, csrf in rows}
+        catalogue = {
+            (m, e["route"]): (e["function"], e["auth"], e["csrf"]) for e in endpoints() for m in e["methods"]
+        }
+        for op in sorted(set(readme) | set(catalogue)):
+            self.assertEqual(
+                readme.get(op), catalogue.get(op),
+                f"{op[0]} {op[1]}: README.md's table says (function, bearer, CSRF) = {readme.get(op)}, endpoints.json {catalogue.get(op)}",
+            )
+
     def test_every_problem_type_of_the_code_is_in_the_problem_schema_and_back(self):
         doc = load_document()
         enum = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
