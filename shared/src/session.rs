@@ -29,6 +29,9 @@ type HmacSha256 = Hmac<Sha256>;
 const UNKNOWN_KEY: &str = "unknown key";
 
 /// Seconds of clock skew tolerated on `nbf` and `exp`.
+/// How long a device token ([`Sessions::issue_device`]) counts: 30 days.
+pub const DEVICE_TTL_S: u64 = 30 * 24 * 3600;
+
 const LEEWAY_SECS: u64 = 5;
 
 /// The claims of an access token.
@@ -367,6 +370,74 @@ impl Sessions {
         }
     }
 
+    fn device_mac(key: &Secret, email: &str, expires: u64, nonce: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(key.expose().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"device|v1|");
+        mac.update(email.as_bytes());
+        mac.update(b"|");
+        mac.update(expires.to_string().as_bytes());
+        mac.update(b"|");
+        mac.update(nonce.as_bytes());
+        mac
+    }
+
+    /// Issues a device token for the account of `email` (normalised): proof that this client
+    /// has logged in to this account before, valid for [`DEVICE_TTL_S`]. It is not a
+    /// credential (a login still needs the password); it only moves the client's failed
+    /// logins from the account's counter, which strangers can fill, to a counter of its own,
+    /// so nobody can lock an account's owner out of the devices they use (OWASP's device
+    /// cookies). MAC'd with the CSRF key, so a key rotation (and its grace period) ends it.
+    pub fn issue_device(&self, email: &str) -> Issued {
+        let now = self.inner.clock.now_s();
+        let expires = now + DEVICE_TTL_S;
+        let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
+        let tag = B64.encode(
+            Self::device_mac(&self.keys().csrf, email, expires, &nonce)
+                .finalize()
+                .into_bytes(),
+        );
+        Issued {
+            token: format!("d1.{expires}.{nonce}.{tag}"),
+            expires_in: DEVICE_TTL_S,
+        }
+    }
+
+    /// The device id (the token's nonce) of a valid, unexpired device token issued for
+    /// `email`; `None` for anything else (another account's token, a forgery, an expired one).
+    pub fn verify_device(&self, token: &str, email: &str) -> Option<String> {
+        let mut parts = token.split('.');
+        let (Some("d1"), Some(expires), Some(nonce), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if expires.is_empty()
+            || !expires.bytes().all(|b| b.is_ascii_digit())
+            || (expires.len() > 1 && expires.starts_with('0'))
+        {
+            return None;
+        }
+        let expires: u64 = expires.parse().ok()?;
+        let now = self.inner.clock.now_s();
+        if expires <= now || expires > now + DEVICE_TTL_S + LEEWAY_SECS {
+            return None;
+        }
+        let tag = B64.decode(tag).ok()?;
+        let keys = self.keys();
+        let verifies = |key: &Secret| {
+            Self::device_mac(key, email, expires, nonce)
+                .verify_slice(&tag)
+                .is_ok()
+        };
+        (verifies(&keys.csrf) || keys.csrf_previous.as_ref().is_some_and(verifies))
+            .then(|| nonce.to_string())
+    }
+
     /// Verifies a CSRF token for the session of `session`'s access token.
     pub fn verify_csrf(&self, token: &str, session: &Claims) -> Result<(), ApiError> {
         let bad = ApiError::Forbidden(ForbiddenKind::CsrfToken);
@@ -476,6 +547,24 @@ mod tests {
     }
 
     const KEY: &str = "jwt-key-for-tests-0123456789abcdef";
+
+    #[test]
+    fn given_a_device_token_when_verified_then_only_for_its_account_untampered_and_unexpired() {
+        let (s, clock) = sessions(KEY, None);
+        let device = s.issue_device("ada@example.com").token;
+        let id = s.verify_device(&device, "ada@example.com").expect("valid");
+        assert!(device.contains(&id));
+        assert_eq!(s.verify_device(&device, "bob@example.com"), None);
+        let mut forged = device.clone();
+        forged.pop();
+        forged.push(if device.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(s.verify_device(&forged, "ada@example.com"), None);
+        let longer = device.replacen("d1.", "d1.9", 1);
+        assert_eq!(s.verify_device(&longer, "ada@example.com"), None);
+        assert_eq!(s.verify_device("d1.1.a.b", "ada@example.com"), None);
+        clock.advance_ms(DEVICE_TTL_S * 1000);
+        assert_eq!(s.verify_device(&device, "ada@example.com"), None, "expired");
+    }
 
     fn bearer(token: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

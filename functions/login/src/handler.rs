@@ -22,6 +22,9 @@ struct LoginRequest {
     email: String,
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     password: String,
+    /// The device token of an earlier login to this account on this client, if it kept one.
+    #[validate(length(max = 256, message = "must be at most 256 characters"))]
+    device_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +34,7 @@ struct LoginResponse {
     expires_in: u64,
     csrf_token: String,
     csrf_expires_in: u64,
+    device_token: String,
 }
 
 pub(crate) struct Login {
@@ -71,9 +75,19 @@ impl Handler for Login {
         let window = self.throttle.window.as_secs();
         // The attempt is counted before the password is checked, in one conditional write, so
         // racing instances never verify more than the allowed attempts per window.
+        // A client that proves an earlier login to this account (its device token) counts its
+        // failures apart, so strangers filling the account's counter cannot lock the owner out.
+        let device = body
+            .device_token
+            .as_deref()
+            .and_then(|t| self.sessions.verify_device(t, &email));
+        let throttle_key = match &device {
+            Some(id) => format!("device\u{0}{email}\u{0}{id}"),
+            None => email.clone(),
+        };
         let attempt = self
             .users
-            .reserve_attempt(&email, now, self.throttle.max_failures, window)
+            .reserve_attempt(&throttle_key, now, self.throttle.max_failures, window)
             .await
             .map_err(unavailable)?;
         if let Attempt::Throttled { retry_after } = attempt {
@@ -90,7 +104,7 @@ impl Handler for Login {
         };
         ctx.user_id = Some(user.user_id.clone());
         self.users
-            .clear_failures(&email)
+            .clear_failures(&throttle_key)
             .await
             .map_err(unavailable)?;
         if password::needs_rehash(&user.password_hash) {
@@ -111,6 +125,7 @@ impl Handler for Login {
                 expires_in: access.expires_in,
                 csrf_token: csrf.token,
                 csrf_expires_in: csrf.expires_in,
+                device_token: self.sessions.issue_device(&email).token,
             },
         ))
     }
@@ -268,6 +283,64 @@ mod tests {
                 .status(),
             200
         );
+    }
+
+    async fn attempt_with_device(
+        p: &Pipeline,
+        h: &Login,
+        email: &str,
+        pw: &str,
+        device: &str,
+    ) -> Response<Body> {
+        let e = Event::new(SHAPES[0], "POST", "/api/auth/login")
+            .json_body(&json!({"email": email, "password": pw, "device_token": device}));
+        p.serve(e.request(), h).await
+    }
+
+    #[tokio::test]
+    async fn given_strangers_filled_the_accounts_counter_when_the_owner_logs_in_from_a_known_device_then_200()
+     {
+        let (p, h, _) = setup().await;
+        let first = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        assert_eq!(first.status(), 200);
+        let device = body(&first)["device_token"]
+            .as_str()
+            .expect("a device token")
+            .to_string();
+        // A stranger locks the account for clients without a device token.
+        for _ in 0..5 {
+            attempt(&p, &h, "alice@example.com", "wrong password here").await;
+        }
+        assert_eq!(
+            attempt(&p, &h, "alice@example.com", PASSWORD)
+                .await
+                .status(),
+            429
+        );
+        // The owner's device counts apart: not locked out.
+        assert_eq!(
+            attempt_with_device(&p, &h, "alice@example.com", PASSWORD, &device)
+                .await
+                .status(),
+            200
+        );
+        // The device has its own limit of five failures.
+        for _ in 0..5 {
+            let r =
+                attempt_with_device(&p, &h, "alice@example.com", "wrong guess 0000", &device).await;
+            assert_eq!(r.status(), 401);
+        }
+        assert_eq!(
+            attempt_with_device(&p, &h, "alice@example.com", PASSWORD, &device)
+                .await
+                .status(),
+            429
+        );
+        // Another account's device token, or a forged one, counts with the account.
+        let bob = attempt_with_device(&p, &h, "bob@example.com", "x", &device).await;
+        assert_eq!(bob.status(), 401);
+        let forged = attempt_with_device(&p, &h, "alice@example.com", PASSWORD, "d1.1.x.y").await;
+        assert_eq!(forged.status(), 429);
     }
 
     #[tokio::test]
