@@ -370,11 +370,19 @@ impl Sessions {
         }
     }
 
-    fn device_mac(key: &Secret, email: &str, expires: u64, nonce: &str) -> HmacSha256 {
+    fn device_mac(
+        key: &Secret,
+        email: &str,
+        generation: u64,
+        expires: u64,
+        nonce: &str,
+    ) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(key.expose().as_bytes())
             .expect("HMAC takes keys of any length");
-        mac.update(b"device|v1|");
+        mac.update(b"device|v2|");
         mac.update(email.as_bytes());
+        mac.update(b"|");
+        mac.update(generation.to_string().as_bytes());
         mac.update(b"|");
         mac.update(expires.to_string().as_bytes());
         mac.update(b"|");
@@ -382,32 +390,36 @@ impl Sessions {
         mac
     }
 
-    /// Issues a device token for the account of `email` (normalised): proof that this client
-    /// has logged in to this account before, valid for [`DEVICE_TTL_S`]. It is not a
+    /// Issues a device token for the account of `email` (normalised) at its session generation
+    /// `generation`: proof that this client has logged in to this account before, valid for
+    /// [`DEVICE_TTL_S`] or until the account's sessions end (a reset, a password change or
+    /// logout everywhere bumps the generation, which ends every device token with them). It is not a
     /// credential (a login still needs the password); it only moves the client's failed
     /// logins from the account's counter, which strangers can fill, to a counter of its own,
     /// so nobody can lock an account's owner out of the devices they use (OWASP's device
     /// cookies). MAC'd with the CSRF key, so a key rotation (and its grace period) ends it.
-    pub fn issue_device(&self, email: &str) -> Issued {
+    pub fn issue_device(&self, email: &str, generation: u64) -> Issued {
         let now = self.inner.clock.now_s();
         let expires = now + DEVICE_TTL_S;
         let nonce = B64.encode(uuid::Uuid::new_v4().as_bytes());
         let tag = B64.encode(
-            Self::device_mac(&self.keys().csrf, email, expires, &nonce)
+            Self::device_mac(&self.keys().csrf, email, generation, expires, &nonce)
                 .finalize()
                 .into_bytes(),
         );
         Issued {
-            token: format!("d1.{expires}.{nonce}.{tag}"),
+            token: format!("d2.{expires}.{nonce}.{tag}"),
             expires_in: DEVICE_TTL_S,
         }
     }
 
     /// The device id (the token's nonce) of a valid, unexpired device token issued for
-    /// `email`; `None` for anything else (another account's token, a forgery, an expired one).
-    pub fn verify_device(&self, token: &str, email: &str) -> Option<String> {
+    /// `email` at the account's current session generation `generation`; `None` for anything
+    /// else (another account's token, one from before the sessions ended, a forgery, an
+    /// expired one).
+    pub fn verify_device(&self, token: &str, email: &str, generation: u64) -> Option<String> {
         let mut parts = token.split('.');
-        let (Some("d1"), Some(expires), Some(nonce), Some(tag), None) = (
+        let (Some("d2"), Some(expires), Some(nonce), Some(tag), None) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -430,7 +442,7 @@ impl Sessions {
         let tag = B64.decode(tag).ok()?;
         let keys = self.keys();
         let verifies = |key: &Secret| {
-            Self::device_mac(key, email, expires, nonce)
+            Self::device_mac(key, email, generation, expires, nonce)
                 .verify_slice(&tag)
                 .is_ok()
         };
@@ -551,19 +563,30 @@ mod tests {
     #[test]
     fn given_a_device_token_when_verified_then_only_for_its_account_untampered_and_unexpired() {
         let (s, clock) = sessions(KEY, None);
-        let device = s.issue_device("ada@example.com").token;
-        let id = s.verify_device(&device, "ada@example.com").expect("valid");
+        let device = s.issue_device("ada@example.com", 3).token;
+        let id = s
+            .verify_device(&device, "ada@example.com", 3)
+            .expect("valid");
         assert!(device.contains(&id));
-        assert_eq!(s.verify_device(&device, "bob@example.com"), None);
+        assert_eq!(s.verify_device(&device, "bob@example.com", 3), None);
+        assert_eq!(
+            s.verify_device(&device, "ada@example.com", 4),
+            None,
+            "the account's sessions ended since"
+        );
         let mut forged = device.clone();
         forged.pop();
         forged.push(if device.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(s.verify_device(&forged, "ada@example.com"), None);
-        let longer = device.replacen("d1.", "d1.9", 1);
-        assert_eq!(s.verify_device(&longer, "ada@example.com"), None);
-        assert_eq!(s.verify_device("d1.1.a.b", "ada@example.com"), None);
+        assert_eq!(s.verify_device(&forged, "ada@example.com", 3), None);
+        let longer = device.replacen("d2.", "d2.9", 1);
+        assert_eq!(s.verify_device(&longer, "ada@example.com", 3), None);
+        assert_eq!(s.verify_device("d2.1.a.b", "ada@example.com", 3), None);
         clock.advance_ms(DEVICE_TTL_S * 1000);
-        assert_eq!(s.verify_device(&device, "ada@example.com"), None, "expired");
+        assert_eq!(
+            s.verify_device(&device, "ada@example.com", 3),
+            None,
+            "expired"
+        );
     }
 
     fn bearer(token: &str) -> HeaderMap {

@@ -75,12 +75,16 @@ impl Handler for Login {
         let window = self.throttle.window.as_secs();
         // The attempt is counted before the password is checked, in one conditional write, so
         // racing instances never verify more than the allowed attempts per window.
+        // The account first (one read, whether or not it exists): a device token is valid only
+        // at the account's current session generation.
+        let (user, _) = self.users.lookup(&email).await.map_err(unavailable)?;
+        let generation = user.as_ref().map_or(0, |u| u.session_gen);
         // A client that proves an earlier login to this account (its device token) counts its
         // failures apart, so strangers filling the account's counter cannot lock the owner out.
         let device = body
             .device_token
             .as_deref()
-            .and_then(|t| self.sessions.verify_device(t, &email));
+            .and_then(|t| self.sessions.verify_device(t, &email, generation));
         let throttle_key = match &device {
             Some(id) => format!("device\u{0}{email}\u{0}{id}"),
             None => email.clone(),
@@ -93,7 +97,6 @@ impl Handler for Login {
         if let Attempt::Throttled { retry_after } = attempt {
             return Err(ApiError::AccountThrottled { retry_after });
         }
-        let (user, _) = self.users.lookup(&email).await.map_err(unavailable)?;
         // One Argon2 verification whether or not the account exists.
         let verified = password::verify(
             &body.password,
@@ -109,7 +112,11 @@ impl Handler for Login {
             .map_err(unavailable)?;
         if password::needs_rehash(&user.password_hash) {
             let upgraded = password::hash(&body.password)?;
-            if let Err(e) = self.users.update_hash(&email, &upgraded).await {
+            if let Err(e) = self
+                .users
+                .update_hash(&email, &user.password_hash, &upgraded)
+                .await
+            {
                 tracing::warn!(request_id = %ctx.request_id, cause = %e, "password rehash not stored");
             }
         }
@@ -125,7 +132,7 @@ impl Handler for Login {
                 expires_in: access.expires_in,
                 csrf_token: csrf.token,
                 csrf_expires_in: csrf.expires_in,
-                device_token: self.sessions.issue_device(&email).token,
+                device_token: self.sessions.issue_device(&email, user.session_gen).token,
             },
         ))
     }
@@ -339,8 +346,58 @@ mod tests {
         // Another account's device token, or a forged one, counts with the account.
         let bob = attempt_with_device(&p, &h, "bob@example.com", "x", &device).await;
         assert_eq!(bob.status(), 401);
-        let forged = attempt_with_device(&p, &h, "alice@example.com", PASSWORD, "d1.1.x.y").await;
+        let forged = attempt_with_device(&p, &h, "alice@example.com", PASSWORD, "d2.1.x.y").await;
         assert_eq!(forged.status(), 429);
+    }
+
+    #[tokio::test]
+    async fn given_the_accounts_sessions_ended_when_an_old_device_token_is_used_then_it_counts_with_the_account()
+     {
+        let (p, h, _) = setup().await;
+        let first = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        let device = body(&first)["device_token"]
+            .as_str()
+            .expect("a device token")
+            .to_string();
+        // A reset, a password change or logout everywhere ends the device tokens too: someone
+        // who once had the password keeps no extra guesses after the owner takes it back.
+        assert!(h.users.end_all_sessions("u-1").await.expect("end"));
+        for _ in 0..5 {
+            attempt(&p, &h, "alice@example.com", "wrong password here").await;
+        }
+        assert_eq!(
+            attempt_with_device(&p, &h, "alice@example.com", "another guess 1", &device)
+                .await
+                .status(),
+            429
+        );
+    }
+
+    #[tokio::test]
+    async fn given_a_password_changed_after_verification_when_the_login_rehashes_then_the_new_password_stays()
+     {
+        let (_, h, _) = setup().await;
+        let (user, _) = h.users.lookup("alice@example.com").await.expect("lookup");
+        let old = user.expect("account").password_hash;
+        let newer = password::hash("a brand new passphrase 2024").expect("hash");
+        assert!(
+            h.users
+                .set_password(
+                    "u-1",
+                    "alice@example.com",
+                    &newer,
+                    flowbotz_security::accounts::EndSessions::All
+                )
+                .await
+                .expect("set")
+        );
+        // A login that verified the old hash before the change now rehashes it: refused.
+        h.users
+            .update_hash("alice@example.com", &old, "$argon2id$stale")
+            .await
+            .expect("no error");
+        let (user, _) = h.users.lookup("alice@example.com").await.expect("lookup");
+        assert_eq!(user.expect("account").password_hash, newer);
     }
 
     #[tokio::test]

@@ -80,6 +80,9 @@ impl Handler for ChangePassword {
         let Some(user) = self.users.find(&user_id).await.map_err(unavailable)? else {
             return Err(ApiError::Unauthorized("account gone"));
         };
+        // A new password the policy refuses is refused before anything counts as an attempt.
+        password::check_policy(&body.new_password, &user.email, &self.policy)
+            .map_err(|e| on_field(e, "new_password"))?;
         // A guess at the current password is a login attempt: the same atomic throttle,
         // reserved before Argon2 runs.
         let attempt = self
@@ -102,8 +105,6 @@ impl Handler for ChangePassword {
                 "is not the account's password",
             )]));
         }
-        password::check_policy(&body.new_password, &user.email, &self.policy)
-            .map_err(|e| on_field(e, "new_password"))?;
         let hash = password::hash(&body.new_password)?;
         let changed = self
             .users

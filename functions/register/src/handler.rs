@@ -4,7 +4,7 @@ use flowbotz_security::accounts::password;
 use flowbotz_security::accounts::registration::{self, Registration};
 use flowbotz_security::accounts::tokens::{PendingRegistration, TokenStore};
 use flowbotz_security::accounts::{
-    Attempt, MAIL_WINDOW_S, MAILS_PER_ADDRESS, UserStore, deliverable_domain, normalize_email,
+    Attempt, MailKind, UserStore, deliverable_domain, normalize_email,
 };
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
@@ -128,7 +128,12 @@ impl Handler for Register {
         let now = self.clock.now_s();
         let cap = self
             .users
-            .reserve_mail(&email, now, MAILS_PER_ADDRESS, MAIL_WINDOW_S)
+            .reserve_mail(
+                MailKind::Registration,
+                &email,
+                &flowbotz_security::budget::network_of(&ctx.client_ip),
+                now,
+            )
             .await
             .map_err(unavailable)?;
         if let Attempt::Admitted(_) = cap {

@@ -4,7 +4,7 @@ use flowbotz_security::accounts::tokens::{
     self, Grant, Purpose, ResetGrant, TokenStore, well_formed,
 };
 use flowbotz_security::accounts::{
-    Attempt, EndSessions, MAIL_WINDOW_S, MAILS_PER_ADDRESS, UserStore, normalize_email, password,
+    Attempt, EndSessions, MailKind, UserStore, deliverable_domain, normalize_email, password,
 };
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
@@ -32,9 +32,23 @@ fn unavailable(e: StoreError) -> ApiError {
 struct ResetRequest {
     #[validate(
         email(message = "must be a valid email address"),
-        length(max = 254, message = "must be at most 254 characters")
+        length(max = 254, message = "must be at most 254 characters"),
+        custom(function = "deliverable")
     )]
     email: String,
+}
+
+/// Mail goes only to addresses that look deliverable, as at registration: no bounces from
+/// `a@localhost` to hurt the sender's reputation.
+fn deliverable(email: &str) -> Result<(), validator::ValidationError> {
+    if email.is_ascii() && deliverable_domain(email) {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("domain").with_message(
+            "must be an ASCII address with a deliverable domain (a dot and a valid top-level label)"
+                .into(),
+        ))
+    }
 }
 
 /// `POST /api/auth/password-reset`: mails a reset link to a verified account, a "no account
@@ -73,7 +87,12 @@ impl Handler for RequestReset {
         // Counted per address whether or not it has an account, so the cap says nothing.
         let cap = self
             .users
-            .reserve_mail(&email, now, MAILS_PER_ADDRESS, MAIL_WINDOW_S)
+            .reserve_mail(
+                MailKind::Reset,
+                &email,
+                &flowbotz_security::budget::network_of(&ctx.client_ip),
+                now,
+            )
             .await
             .map_err(unavailable)?;
         if let Attempt::Admitted(_) = cap {

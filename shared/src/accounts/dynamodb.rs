@@ -422,20 +422,34 @@ impl UserStore for DynamoUserStore {
         Ok(())
     }
 
-    async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError> {
-        self.client
+    async fn update_hash(
+        &self,
+        email: &str,
+        old_hash: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        let updated = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(email_pk(email))))
             .update_expression("SET #h = :h")
-            .condition_expression("attribute_exists(#pk)")
+            .condition_expression("attribute_exists(#pk) AND #h = :old")
             .expression_attribute_names("#h", "password_hash")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":h", s(password_hash))
+            .expression_attribute_values(":old", s(old_hash))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn erase(&self, user_id: &str) -> Result<bool, StoreError> {

@@ -151,8 +151,15 @@ impl UserStore for MemoryUserStore {
         Ok(())
     }
 
-    async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError> {
-        if let Some(a) = self.users().get_mut(email) {
+    async fn update_hash(
+        &self,
+        email: &str,
+        old_hash: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(a) = self.users().get_mut(email)
+            && a.user.password_hash == old_hash
+        {
             a.user.password_hash = password_hash.to_string();
         }
         Ok(())

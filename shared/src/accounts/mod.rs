@@ -123,10 +123,33 @@ pub enum Attempt {
     },
 }
 
-/// Mails sent to one address per [`MAIL_WINDOW_S`] by registration and by reset requests
-/// (each counted apart); past it the request answers as always and sends nothing.
-pub const MAILS_PER_ADDRESS: u32 = 3;
-/// The window of [`MAILS_PER_ADDRESS`]: one hour.
+/// The flow a mail belongs to: each has caps of its own ([`UserStore::reserve_mail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    /// Verification links and "you already have an account" mails (register).
+    Registration,
+    /// Reset links and "no account here" notices (password reset requests).
+    Reset,
+}
+
+impl MailKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Registration => "register",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// Mails of one kind to one address asked for from one client network (an IPv4 address or an
+/// IPv6 /64) per [`MAIL_WINDOW_S`]: a stranger's requests spend their own network's share, not
+/// the owner's.
+pub const MAILS_PER_ADDRESS_AND_NETWORK: u32 = 3;
+/// Mails of one kind to one address per [`MAIL_WINDOW_S`] from all networks together, so many
+/// networks cannot flood a mailbox either. Past a cap the request answers as always and sends
+/// nothing.
+pub const MAILS_PER_ADDRESS: u32 = 10;
+/// The window of the mail caps: one hour.
 pub const MAIL_WINDOW_S: u64 = 3600;
 
 /// Which sessions a password update ends ([`UserStore::set_password`]).
@@ -202,23 +225,48 @@ pub trait UserStore: Send + Sync {
     /// Clears the failed-login state of `email` after a successful login.
     async fn clear_failures(&self, email: &str) -> Result<(), StoreError>;
 
-    /// Reserves one mail to `email` at `now_s`: at most `max` per window of `window_s` seconds,
-    /// counted apart from login failures (the attempt counter of [`UserStore::reserve_attempt`]
-    /// under a key no address can take), so a flood of register or reset requests cannot fill
-    /// one mailbox. Counted whether or not the address has an account.
+    /// Reserves one mail of `kind` to `email`, asked for from the client network `network`, at
+    /// `now_s`: admitted while under [`MAILS_PER_ADDRESS_AND_NETWORK`] for the pair and
+    /// [`MAILS_PER_ADDRESS`] for the address within [`MAIL_WINDOW_S`]. Counted apart from login
+    /// failures (the attempt counters of [`UserStore::reserve_attempt`] under keys no address
+    /// can take) and whether or not the address has an account. Two requests.
     async fn reserve_mail(
         &self,
+        kind: MailKind,
         email: &str,
+        network: &str,
         now_s: u64,
-        max: u32,
-        window_s: u64,
     ) -> Result<Attempt, StoreError> {
-        self.reserve_attempt(&format!("mail\u{0}{email}"), now_s, max, window_s)
-            .await
+        let kind = kind.as_str();
+        let pair = self
+            .reserve_attempt(
+                &format!("mail\u{0}{kind}\u{0}{email}\u{0}{network}"),
+                now_s,
+                MAILS_PER_ADDRESS_AND_NETWORK,
+                MAIL_WINDOW_S,
+            )
+            .await?;
+        if let Attempt::Throttled { .. } = pair {
+            return Ok(pair);
+        }
+        self.reserve_attempt(
+            &format!("mail\u{0}{kind}\u{0}{email}"),
+            now_s,
+            MAILS_PER_ADDRESS,
+            MAIL_WINDOW_S,
+        )
+        .await
     }
 
-    /// Replaces the password hash of `email` (rehash on login).
-    async fn update_hash(&self, email: &str, password_hash: &str) -> Result<(), StoreError>;
+    /// Replaces the password hash of `email` (rehash on login) if it is still `old_hash`, the
+    /// one just verified: a password changed or reset meanwhile is never overwritten with the
+    /// old password. Not replacing it is not an error.
+    async fn update_hash(
+        &self,
+        email: &str,
+        old_hash: &str,
+        password_hash: &str,
+    ) -> Result<(), StoreError>;
 
     /// Erases the account of `user_id` and every item keyed to it, which ends all of its
     /// sessions; `Ok(false)` if there was none.

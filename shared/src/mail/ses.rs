@@ -87,10 +87,14 @@ impl Mailer for SesMailer {
                         | SendEmailError::NotFoundException(_)
                 ) =>
             {
+                // The error's code only: SES messages can name the recipient.
                 Err(MailError::Rejected(
-                    DisplayErrorContext(SdkError::ServiceError(e)).to_string(),
+                    e.err().meta().code().unwrap_or("rejected").to_string(),
                 ))
             }
+            Err(SdkError::ServiceError(e)) => Err(MailError::Unavailable(
+                e.err().meta().code().unwrap_or("service error").to_string(),
+            )),
             Err(e) => Err(MailError::Unavailable(DisplayErrorContext(e).to_string())),
         }
     }

@@ -145,6 +145,26 @@ async fn given_a_weak_new_password_when_changing_then_422_on_new_password_and_no
 }
 
 #[tokio::test]
+async fn given_weak_new_passwords_with_the_right_current_one_when_changing_then_nothing_counts_as_a_failed_login()
+ {
+    let s = setup().await;
+    let (mine, claims) = s.sessions.issue_session("u-ada", 0).expect("session");
+    let csrf = s.sessions.issue_csrf(&claims).token;
+    for _ in 0..6 {
+        let resp = change(
+            &s,
+            &mine.token,
+            &csrf,
+            json!({"current_password": OLD, "new_password": "password1234"}),
+        )
+        .await;
+        assert_eq!(resp.status(), 422);
+    }
+    let (_, failures) = s.users.lookup("ada@example.com").await.expect("lookup");
+    assert_eq!(failures.count, 0, "the owner is not throttling themself");
+}
+
+#[tokio::test]
 async fn given_no_csrf_token_when_changing_then_403() {
     let s = setup().await;
     let (mine, _) = s.sessions.issue_session("u-ada", 0).expect("session");

@@ -136,6 +136,45 @@ async fn given_three_mails_this_hour_when_asking_again_then_202_and_no_fourth_ma
     assert_eq!(s.mailer.sent_to("ada@example.com").len(), 4);
 }
 
+async fn ask_from(s: &Setup, email: &str, ip: &str) -> Response<Body> {
+    let e = Event::new(Shape::RestV1, "POST", "/api/auth/password-reset")
+        .source_ip(ip)
+        .json_body(&json!({ "email": email }));
+    s.request.0.serve(e.request(), &s.request.1).await
+}
+
+#[tokio::test]
+async fn given_a_stranger_spent_their_networks_mails_when_the_owner_asks_from_another_then_mailed_up_to_the_ceiling()
+ {
+    let s = setup().await;
+    for _ in 0..3 {
+        ask_from(&s, "ada@example.com", "203.0.113.7").await;
+    }
+    assert_eq!(
+        ask_from(&s, "ada@example.com", "203.0.113.7")
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(s.mailer.sent_to("ada@example.com").len(), 3);
+    // The owner's network has its own share.
+    ask_from(&s, "ada@example.com", "198.51.100.20").await;
+    assert_eq!(s.mailer.sent_to("ada@example.com").len(), 4);
+    // Many networks together stop at the address's ceiling of ten.
+    for i in 0..20 {
+        ask_from(&s, "ada@example.com", &format!("192.0.2.{i}")).await;
+    }
+    assert_eq!(s.mailer.sent_to("ada@example.com").len(), 10);
+}
+
+#[tokio::test]
+async fn given_an_undeliverable_address_when_asking_then_422_and_no_mail() {
+    let s = setup().await;
+    let resp = ask(&s, "a@localhost").await;
+    assert_eq!(resp.status(), 422);
+    assert!(s.mailer.sent().is_empty());
+}
+
 #[tokio::test]
 async fn given_the_mail_service_down_when_asking_then_the_same_202() {
     let s = setup().await;
