@@ -1063,11 +1063,38 @@ mod sessions {
                     &id,
                     &user.email,
                     "new-hash",
-                    EndSessions::AllExcept(c.jti.clone())
+                    EndSessions::AllExcept {
+                        jti: c.jti.clone(),
+                        generation: 1,
+                        verified_hash: user.password_hash.clone(),
+                    }
                 )
                 .await
                 .expect("set")
         );
+        // A change in flight from a session ended meanwhile, or checked against a hash that a
+        // reset replaced meanwhile, writes nothing.
+        for (jti, generation, verified) in [
+            (b.jti.clone(), 0, "new-hash"),
+            (c.jti.clone(), 1, "stale-hash"),
+        ] {
+            assert!(
+                !users
+                    .set_password(
+                        &id,
+                        &user.email,
+                        "attackers-hash",
+                        EndSessions::AllExcept {
+                            jti,
+                            generation,
+                            verified_hash: verified.into(),
+                        }
+                    )
+                    .await
+                    .expect("set"),
+                "a stale change must be refused"
+            );
+        }
         assert_eq!(state(&*sessions, &c).await, Active, "the keeper stands");
         assert_eq!(state(&*sessions, &d).await, Ended);
         let (found, failures) = users.lookup(&user.email).await.expect("lookup");

@@ -112,7 +112,11 @@ impl Handler for ChangePassword {
                 &user.user_id,
                 &user.email,
                 &hash,
-                EndSessions::AllExcept(session.jti),
+                EndSessions::AllExcept {
+                    jti: session.jti,
+                    generation: session.generation,
+                    verified_hash: user.password_hash.clone(),
+                },
             )
             .await
             .map_err(unavailable)?;

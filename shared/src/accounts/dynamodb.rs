@@ -113,12 +113,11 @@ impl DynamoUserStore {
         user_id: &str,
         email: &str,
         password_hash: Option<&str>,
-        keep: Option<String>,
+        end: EndSessions,
     ) -> Result<bool, StoreError> {
         let mut account = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(email_pk(email))))
-            .condition_expression("attribute_exists(#pk) AND #uid = :uid")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#uid", "user_id")
             .expression_attribute_names("#gen", SESSION_GEN)
@@ -132,22 +131,47 @@ impl DynamoUserStore {
                 .expression_attribute_values(":h", s(h)),
             None => account.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one"),
         };
+        // A change by a session: only while the hash is the one its password was checked
+        // against (no reset landed meanwhile).
+        account = match &end {
+            EndSessions::AllExcept { verified_hash, .. } => account
+                .condition_expression("attribute_exists(#pk) AND #uid = :uid AND #h = :verified")
+                .expression_attribute_names("#h", "password_hash")
+                .expression_attribute_values(":verified", s(verified_hash)),
+            EndSessions::All => {
+                account.condition_expression("attribute_exists(#pk) AND #uid = :uid")
+            }
+        };
         let mut index = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id))))
-            .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#gen", SESSION_GEN)
             .expression_attribute_names("#keep", SESSION_KEEP)
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1));
-        index = match keep {
-            Some(jti) => index
-                .update_expression("SET #gen = if_not_exists(#gen, :zero) + :one, #keep = :keep")
-                .expression_attribute_values(":keep", s(jti)),
-            None => {
-                index.update_expression("SET #gen = if_not_exists(#gen, :zero) + :one REMOVE #keep")
+        index = match end {
+            // ... and only while the changing session still stands (no logout everywhere or
+            // reset ended it meanwhile).
+            EndSessions::AllExcept {
+                jti, generation, ..
+            } => {
+                let alive = if generation == 0 {
+                    "(attribute_not_exists(#gen) OR #gen = :cgen OR #keep = :keep)"
+                } else {
+                    "(#gen = :cgen OR #keep = :keep)"
+                };
+                index
+                    .condition_expression(format!("attribute_exists(#pk) AND {alive}"))
+                    .update_expression(
+                        "SET #gen = if_not_exists(#gen, :zero) + :one, #keep = :keep",
+                    )
+                    .expression_attribute_values(":keep", s(jti))
+                    .expression_attribute_values(":cgen", n(generation))
             }
+            EndSessions::All => index
+                .condition_expression("attribute_exists(#pk)")
+                .update_expression("SET #gen = if_not_exists(#gen, :zero) + :one REMOVE #keep"),
         };
         let mut tx = self
             .client
@@ -163,6 +187,7 @@ impl DynamoUserStore {
                     .build(),
             );
         if password_hash.is_some() {
+            // The changed password's failed logins no longer mean anything.
             let clear = Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(failure_pk(email))))
@@ -253,18 +278,14 @@ impl UserStore for DynamoUserStore {
         password_hash: &str,
         end: EndSessions,
     ) -> Result<bool, StoreError> {
-        let keep = match end {
-            EndSessions::All => None,
-            EndSessions::AllExcept(jti) => Some(jti),
-        };
-        self.bump(user_id, email, Some(password_hash), keep).await
+        self.bump(user_id, email, Some(password_hash), end).await
     }
 
     async fn end_all_sessions(&self, user_id: &str) -> Result<bool, StoreError> {
         let Some(email) = self.email_of(user_id).await? else {
             return Ok(false);
         };
-        self.bump(user_id, &email, None, None).await
+        self.bump(user_id, &email, None, EndSessions::All).await
     }
 
     async fn end_session(&self, jti: &str, exp: u64) -> Result<(), StoreError> {

@@ -88,11 +88,23 @@ impl UserStore for MemoryUserStore {
         let Some(account) = users.get_mut(email).filter(|a| a.user.user_id == user_id) else {
             return Ok(false);
         };
+        if let EndSessions::AllExcept {
+            jti,
+            generation,
+            verified_hash,
+        } = &end
+        {
+            let alive = *generation == account.user.session_gen
+                || account.keep.as_deref() == Some(jti.as_str());
+            if !alive || account.user.password_hash != *verified_hash {
+                return Ok(false);
+            }
+        }
         account.user.password_hash = password_hash.to_string();
         account.user.session_gen += 1;
         account.keep = match end {
             EndSessions::All => None,
-            EndSessions::AllExcept(jti) => Some(jti),
+            EndSessions::AllExcept { jti, .. } => Some(jti),
         };
         self.failures
             .lock()

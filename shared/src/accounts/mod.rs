@@ -157,16 +157,29 @@ pub const MAIL_WINDOW_S: u64 = 3600;
 pub enum EndSessions {
     /// Every session of the account (password reset).
     All,
-    /// Every session but the one whose access token has this `jti` (a password change keeps
-    /// the caller's own session).
-    AllExcept(String),
+    /// A password change by one of the account's sessions: every session but that one ends.
+    /// The change is written only while that session still stands (its `generation` is the
+    /// account's, or it is the kept one) and the stored hash is still `verified_hash`, the one
+    /// its current password was checked against, so a change in flight can never undo a reset
+    /// or a logout everywhere that landed meanwhile.
+    AllExcept {
+        /// The `jti` of the changing session's access token.
+        jti: String,
+        /// That token's session generation.
+        generation: u64,
+        /// The password hash the current password was verified against.
+        verified_hash: String,
+    },
 }
 
 impl std::fmt::Debug for EndSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::All => f.write_str("All"),
-            Self::AllExcept(_) => f.write_str("AllExcept([jti])"),
+            Self::AllExcept { generation, .. } => f
+                .debug_struct("AllExcept")
+                .field("generation", generation)
+                .finish_non_exhaustive(),
         }
     }
 }
