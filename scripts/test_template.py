@@ -1089,7 +1089,7 @@ class DriftTest(unittest.TestCase):
         self.assertEqual(set(schedules), set(owned.values()), "one rotation schedule per stack secret")
         permissions = [(n, r["Properties"]) for n, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"]
         (permission, props), = [(n, p) for n, p in permissions if p["Principal"] == "secretsmanager.amazonaws.com"]
-        self.assertEqual(props["FunctionName"], {"GetAtt": f"{rotation_fn}.Arn"})
+        self.assertEqual(props["FunctionName"], {"Ref": f"{rotation_fn}.Alias"}, "Secrets Manager invokes the live alias, which CodeDeploy shifts and rolls back")
         self.assertEqual(props["Action"], "lambda:InvokeFunction")
         self.assertEqual(props["SourceAccount"], {"Ref": "AWS::AccountId"})
         for name, logical in owned.items():
@@ -1097,7 +1097,7 @@ class DriftTest(unittest.TestCase):
             self.assertEqual(secret["GenerateSecretString"], {"PasswordLength": 64, "ExcludePunctuation": True}, name)
             self.assertNotIn("SecretString", secret, name)
             schedule_name, schedule = schedules[logical]
-            self.assertEqual(schedule["Properties"]["RotationLambdaARN"], {"GetAtt": f"{rotation_fn}.Arn"}, schedule_name)
+            self.assertEqual(schedule["Properties"]["RotationLambdaARN"], {"Ref": f"{rotation_fn}.Alias"}, schedule_name)
             self.assertEqual(schedule["Properties"]["RotationRules"], {"ScheduleExpression": {"Ref": "KeyRotationSchedule"}}, schedule_name)
             self.assertEqual(schedule.get("DependsOn"), permission, f"{schedule_name}: Secrets Manager must be allowed to invoke the function first")
         self.assertEqual(self.template["Parameters"]["KeyRotationSchedule"]["Default"], "rate(30 days)")
