@@ -27,7 +27,7 @@ bench: ## Benchmarks against a bare Lambda: init, latency, pipeline CPU, DynamoD
 lint: ## Formatting, clippy and the template only
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
-	scripts/venv.sh && SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml
+	scripts/venv.sh && SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint && .venv/bin/cfn-lint template.yaml && .venv/checkov/bin/checkov --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
 build: ## sam build every function for x86_64 with the native compiler (slow, not in CI)
 	@scripts/sam-build.sh

@@ -27,6 +27,9 @@ step "template: sam validate --lint and cfn-lint"
 .venv/bin/sam validate --lint --template template.yaml
 .venv/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 
+step "template: Checkov IaC security scan (skips only in the template's own Metadata, with reasons)"
+.venv/checkov/bin/checkov --file template.yaml --framework cloudformation --quiet --compact --skip-download
+
 step "template drift: each function's policy, tables and secrets against its code"
 .venv/bin/python -m unittest -q scripts/test_template.py
 

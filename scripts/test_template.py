@@ -29,6 +29,13 @@ something it cannot classify (an unmapped store, SDK call or `Need`), it fails r
 The same file checks settings the template shares with the code and the documentation: the AI
 provider's base URL, chat's timeout against its AI timeout and API Gateway's, the architecture
 named by the README, samconfig.toml and the template, and the customer-managed KMS key.
+
+OperationsTest (issue 16) checks what lets people run the stack: each function's live alias and
+deployment preference with its rollback alarms (also on the SAM-transformed template: the API
+integrations and the rotation invoke the alias), its reserve and the README's arithmetic, the
+alarms per function, table, API and WAF, that every metric an alarm or the dashboard names is
+produced, the runbook against the alarms, WAF, TLS and retained log groups; and that each of
+these checks fails when its piece is removed.
 """
 
 from __future__ import annotations
@@ -1089,7 +1096,7 @@ class DriftTest(unittest.TestCase):
         self.assertEqual(set(schedules), set(owned.values()), "one rotation schedule per stack secret")
         permissions = [(n, r["Properties"]) for n, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"]
         (permission, props), = [(n, p) for n, p in permissions if p["Principal"] == "secretsmanager.amazonaws.com"]
-        self.assertEqual(props["FunctionName"], {"GetAtt": f"{rotation_fn}.Arn"})
+        self.assertEqual(props["FunctionName"], {"Ref": f"{rotation_fn}.Alias"}, "Secrets Manager invokes the live alias, which CodeDeploy shifts and rolls back")
         self.assertEqual(props["Action"], "lambda:InvokeFunction")
         self.assertEqual(props["SourceAccount"], {"Ref": "AWS::AccountId"})
         for name, logical in owned.items():
@@ -1097,7 +1104,7 @@ class DriftTest(unittest.TestCase):
             self.assertEqual(secret["GenerateSecretString"], {"PasswordLength": 64, "ExcludePunctuation": True}, name)
             self.assertNotIn("SecretString", secret, name)
             schedule_name, schedule = schedules[logical]
-            self.assertEqual(schedule["Properties"]["RotationLambdaARN"], {"GetAtt": f"{rotation_fn}.Arn"}, schedule_name)
+            self.assertEqual(schedule["Properties"]["RotationLambdaARN"], {"Ref": f"{rotation_fn}.Alias"}, schedule_name)
             self.assertEqual(schedule["Properties"]["RotationRules"], {"ScheduleExpression": {"Ref": "KeyRotationSchedule"}}, schedule_name)
             self.assertEqual(schedule.get("DependsOn"), permission, f"{schedule_name}: Secrets Manager must be allowed to invoke the function first")
         self.assertEqual(self.template["Parameters"]["KeyRotationSchedule"]["Default"], "rate(30 days)")
@@ -1272,6 +1279,457 @@ class DriftTest(unittest.TestCase):
         texts = architecture_texts()
         texts["README.md"] += "\n```sh\ncargo lambda build --release --arm64\n```\n"
         self.assertIn("arm64", architectures(texts, self.template))
+
+
+# ------------------------------------------------------------------------------------------------
+# Operations (issue 16): aliases and deployment preferences, reserves, alarms, the dashboard, WAF,
+# TLS, retained logs, the runbook. Each check returns its problems, so the tests below can also
+# show that it fails when a piece is removed.
+# ------------------------------------------------------------------------------------------------
+
+RUNBOOK = ROOT / "docs" / "runbook.md"
+README = ROOT / "README.md"
+
+# AWS namespaces whose metrics the alarms and the dashboard may name: AWS publishes them.
+AWS_METRICS = {
+    "AWS/Lambda": {"Errors", "Throttles", "Duration", "ConcurrentExecutions", "Invocations"},
+    "AWS/ApiGateway": {"Count", "4XXError", "5XXError", "Latency", "IntegrationLatency"},
+    "AWS/DynamoDB": {"ThrottledRequests", "SystemErrors", "SuccessfulRequestLatency", "UserErrors"},
+    "AWS/WAFV2": {"AllowedRequests", "BlockedRequests", "CountedRequests"},
+}
+OWN_NAMESPACE = "FlowBotz/${Environment}"
+# IAM action -> the DynamoDB metric's Operation dimension; transactions are their own operation.
+DDB_OPERATION = {a: a.split(":")[1] for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchGetItem", "dynamodb:Query")}
+WAF_REDACTED = {"authorization", "cookie", "x-csrf-token"}
+AUTH_ROUTE_FUNCTIONS = ("login", "register", "reset")
+ALARM_KINDS = ("Errors", "Throttles", "Duration", "Concurrency")
+
+
+def _ref(value) -> str | None:
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+def _alarms(template: dict) -> dict[str, dict]:
+    return {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _prefix(logical: str) -> str:
+    return logical.removesuffix("Function")
+
+
+def _sub_text(value) -> str:
+    if isinstance(value, dict) and "Sub" in value:
+        return value["Sub"] if isinstance(value["Sub"], str) else value["Sub"][0]
+    return value if isinstance(value, str) else ""
+
+
+def _metric_stats(alarm: dict) -> list[dict]:
+    """Each metric an alarm reads: {Namespace, MetricName, Dimensions}."""
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return [{"Namespace": props["Namespace"], "MetricName": props["MetricName"], "Dimensions": props.get("Dimensions", [])}]
+    return [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+
+
+def _dims(metric: dict) -> dict:
+    return {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+
+
+def _namespace(value) -> str:
+    return _sub_text(value) if isinstance(value, dict) else value
+
+
+def dashboard_metrics(template: dict) -> list[tuple[str, str, dict]]:
+    """(namespace, metric, dimensions) of every metric widget of every dashboard; the body's
+    ${...} substitutions are kept as written."""
+    out = []
+    for res in template["Resources"].values():
+        if res["Type"] != "AWS::CloudWatch::Dashboard":
+            continue
+        body = json.loads(_sub_text(res["Properties"]["DashboardBody"]))
+        for widget in body["widgets"]:
+            for metric in widget["properties"].get("metrics", []):
+                items = [m for m in metric if not isinstance(m, dict)]
+                out.append((items[0], items[1], dict(zip(items[2::2], items[3::2]))))
+    return out
+
+
+def produced_metrics(template: dict) -> set[tuple[str, str]]:
+    """Metrics the stack produces: its metric filters', and those AWS publishes."""
+    made = set()
+    for res in template["Resources"].values():
+        if res["Type"] == "AWS::Logs::MetricFilter":
+            for t in res["Properties"]["MetricTransformations"]:
+                made.add((_namespace(t["MetricNamespace"]), t["MetricName"]))
+    return made | {(ns, m) for ns, ms in AWS_METRICS.items() for m in ms}
+
+
+def deployment_problems(template: dict) -> list[str]:
+    problems = []
+    g = template["Globals"]["Function"]
+    if g.get("AutoPublishAlias") != "live":
+        problems.append("Globals: AutoPublishAlias live missing")
+    kind = json.dumps(g.get("DeploymentPreference", {}).get("Type"))
+    for needed in ("Canary10Percent5Minutes", "IsProduction", "DeploymentStrategy", "AllAtOnce"):
+        if needed not in kind:
+            problems.append(f"Globals DeploymentPreference Type names no {needed}")
+    alarms = _alarms(template)
+    rotation = _rotation_logical(template)
+    for binary, logical in functions_of(template).items():
+        props = template["Resources"][logical]["Properties"]
+        errors = f"{_prefix(logical)}ErrorsAlarm"
+        want = [errors] if logical == rotation else [errors, "ApiGatewayServerErrorsAlarm"]
+        got = [_ref(a) for a in props.get("DeploymentPreference", {}).get("Alarms", [])]
+        if got != want:
+            problems.append(f"{logical}: DeploymentPreference Alarms {got}, want {want}")
+        if props.get("AutoPublishAlias", "live") != "live":
+            problems.append(f"{logical}: another alias")
+        alarm = alarms.get(errors)
+        if not alarm or _metric_stats(alarm) != [{"Namespace": "AWS/Lambda", "MetricName": "Errors", "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": logical}}]}]:
+            problems.append(f"{logical}: {errors} is not the AWS/Lambda Errors alarm of the function")
+    api5xx = alarms.get("ApiGatewayServerErrorsAlarm")
+    if not api5xx or _metric_stats(api5xx)[0]["MetricName"] != "5XXError":
+        problems.append("ApiGatewayServerErrorsAlarm is not the API's 5XXError alarm")
+    return problems
+
+
+def transformed_problems(transformed: dict, template: dict) -> list[str]:
+    """On the SAM-transformed template: every API integration and the rotation invoke the alias,
+    and every function has its CodeDeploy deployment group with automatic rollback."""
+    problems = []
+    res = transformed["Resources"]
+    for path, ops in res["Api"]["Properties"]["Body"]["paths"].items():
+        for op in ops.values():
+            uri = json.dumps(op["x-amazon-apigateway-integration"]["uri"])
+            if not re.search(r"\$\{\w+FunctionAliaslive\}", uri):
+                problems.append(f"{path}: the integration does not invoke a live alias: {uri}")
+    for name, r in res.items():
+        if r["Type"] == "AWS::Lambda::Permission" and not str(r["Properties"]["FunctionName"].get("Ref", "")).endswith("Aliaslive"):
+            problems.append(f"{name}: invoke permission not on the alias")
+    for logical in functions_of(template).values():
+        group = res.get(f"{logical}DeploymentGroup")
+        if not group:
+            problems.append(f"{logical}: no deployment group")
+            continue
+        if "DEPLOYMENT_STOP_ON_ALARM" not in group["Properties"]["AutoRollbackConfiguration"]["Events"]:
+            problems.append(f"{logical}: no rollback on alarm")
+    return problems
+
+
+def reserve_problems(template: dict, readme: str) -> list[str]:
+    problems = []
+    params = template["Parameters"]
+    defaults = {}
+    for binary, logical in functions_of(template).items():
+        param = _ref(template["Resources"][logical]["Properties"].get("ReservedConcurrentExecutions"))
+        if not param or param not in params:
+            problems.append(f"{logical}: ReservedConcurrentExecutions is not a parameter")
+            continue
+        p = params[param]
+        if p.get("Type") != "Number" or p.get("MinValue", 0) < 1 or "Default" not in p:
+            problems.append(f"{param}: a Number with a Default and MinValue 1")
+            continue
+        defaults[binary] = (param, p["Default"])
+        if not re.search(rf"^\| `{param}` \| {re.escape(binary)} \| {p['Default']} \|", readme, re.M):
+            problems.append(f"README's capacity table has no row `{param}` | {binary} | {p['Default']}")
+    if len(defaults) == len(functions_of(template)):
+        chat = defaults["chat"][1]
+        for always in ("login", "webhook"):
+            if defaults[always][1] < 2 * chat:
+                problems.append(f"{always} must always have room: its reserve {defaults[always][1]} < twice chat's {chat}")
+        if chat > 10:
+            problems.append(f"chat's reserve {chat} no longer caps AI spend")
+        total = sum(d for _, d in defaults.values())
+        if not re.search(rf"\*\*total\*\* \| \*\*{total}\*\*", readme) or f"{total} + 100 = {total + 100}" not in readme:
+            problems.append(f"README's capacity total is not {total} (quota {total + 100})")
+    return problems
+
+
+def alarm_problems(template: dict) -> list[str]:
+    problems = []
+    alarms = _alarms(template)
+    res = template["Resources"]
+    timeout_default = template["Globals"]["Function"]["Timeout"]
+    for name, alarm in alarms.items():
+        props = alarm["Properties"]
+        if props.get("AlarmActions") != [{"Ref": "AlertTopic"}]:
+            problems.append(f"{name}: does not notify AlertTopic")
+    for binary, logical in functions_of(template).items():
+        prefix = _prefix(logical)
+        props = res[logical]["Properties"]
+        for kind in ALARM_KINDS:
+            if f"{prefix}{kind}Alarm" not in alarms:
+                problems.append(f"{logical}: no {prefix}{kind}Alarm")
+        fn = {"FunctionName": {"Ref": logical}}
+        if (a := alarms.get(f"{prefix}ThrottlesAlarm")) and [(m["MetricName"], _dims(m)) for m in _metric_stats(a)] != [("Throttles", fn)]:
+            problems.append(f"{prefix}ThrottlesAlarm: not the function's Throttles")
+        if a := alarms.get(f"{prefix}DurationAlarm"):
+            timeout = props.get("Timeout", timeout_default)
+            p = a["Properties"]
+            if [(m["MetricName"], _dims(m)) for m in _metric_stats(a)] != [("Duration", fn)] or p.get("ExtendedStatistic") != "p99" or p.get("Threshold") != int(timeout * 1000 * 0.8):
+                problems.append(f"{prefix}DurationAlarm: not p99 Duration at 80% of the {timeout} s timeout")
+        if a := alarms.get(f"{prefix}ConcurrencyAlarm"):
+            reserve = _ref(props.get("ReservedConcurrentExecutions"))
+            expressions = " ".join(_sub_text(m.get("Expression")) for m in a["Properties"].get("Metrics", []))
+            if [(m["MetricName"], _dims(m)) for m in _metric_stats(a)] != [("ConcurrentExecutions", fn)] or not reserve or "${" + reserve + "}" not in expressions:
+                problems.append(f"{prefix}ConcurrencyAlarm: not ConcurrentExecutions against {reserve}")
+    # Tables: ThrottledRequests and SystemErrors over every operation the functions call on them.
+    for logical, r in res.items():
+        if r["Type"] != "AWS::DynamoDB::Table":
+            continue
+        used = set()
+        for fn in functions_of(template).values():
+            used |= granted(template, fn).tables.get(logical, set())
+        want = {DDB_OPERATION[a] for a in used if a in DDB_OPERATION}
+        for metric in ("ThrottledRequests", "SystemErrors"):
+            ops = {
+                _dims(m).get("Operation")
+                for a in alarms.values() for m in _metric_stats(a)
+                if m["MetricName"] == metric and m["Namespace"] == "AWS/DynamoDB" and _dims(m).get("TableName") == {"Ref": logical}
+            }
+            if not want <= ops:
+                problems.append(f"{logical}: no {metric} alarm over {sorted(want - ops)}")
+    api = {(_namespace(m["Namespace"]), m["MetricName"]) for a in alarms.values() for m in _metric_stats(a)} | {
+        (_namespace(a["Properties"].get("Namespace")), a["Properties"].get("MetricName"), a["Properties"].get("ExtendedStatistic")) for a in alarms.values()
+    }
+    for needed in (("AWS/ApiGateway", "5XXError"), ("AWS/ApiGateway", "4XXError"), ("AWS/ApiGateway", "Latency", "p99"), ("AWS/WAFV2", "BlockedRequests")):
+        if needed not in api:
+            problems.append(f"no alarm on {needed}")
+    rules = template.get("Rules", {})
+    if not any("AlertEmail" in json.dumps(r.get("Assertions")) and "development" in json.dumps(r.get("RuleCondition")) for r in rules.values()):
+        problems.append("no rule refusing staging and production without an AlertEmail")
+    return problems
+
+
+def metric_problems(template: dict) -> list[str]:
+    problems = []
+    made = produced_metrics(template)
+    res = template["Resources"]
+    named = [(_namespace(m["Namespace"]), m["MetricName"], f"alarm {n}") for n, a in _alarms(template).items() for m in _metric_stats(a)]
+    named += [(ns, m, "the dashboard") for ns, m, _ in dashboard_metrics(template)]
+    for ns, metric, where in named:
+        if (ns, metric) not in made:
+            problems.append(f"{where} names {ns} {metric}, which no metric filter or AWS namespace produces")
+    for ns, metric, dims in dashboard_metrics(template):
+        for value in dims.values():
+            for ref in re.findall(r"\$\{(\w+)\}", str(value)):
+                if ref not in res and ref not in template["Parameters"] and not ref.startswith("AWS::"):
+                    problems.append(f"the dashboard's {metric} names ${{{ref}}}, no resource")
+    own = {m for ns, m in made if ns == OWN_NAMESPACE}
+    shown = {m for ns, m, _ in dashboard_metrics(template) if ns == OWN_NAMESPACE}
+    if own - shown:
+        problems.append(f"the dashboard leaves out metric filters {sorted(own - shown)}")
+    fns = {v["Ref"] if isinstance(v, dict) else v.strip("${}") for ns, m, d in dashboard_metrics(template) if ns == "AWS/Lambda" for v in d.values()}
+    for logical in functions_of(template).values():
+        if logical not in fns:
+            problems.append(f"the dashboard does not show {logical}")
+    return problems
+
+
+def runbook_problems(template: dict, runbook: str) -> list[str]:
+    problems = []
+    alarms = set(_alarms(template))
+    queries = {_sub_text(r["Properties"]["Name"]).split("/")[-1] for r in template["Resources"].values() if r["Type"] == "AWS::Logs::QueryDefinition"}
+    entries = re.split(r"^### ", runbook, flags=re.M)[1:]
+    covered = set()
+    for entry in entries:
+        title = entry.splitlines()[0]
+        named = re.search(r"^Alarms: (.+)$", entry, re.M)
+        query = re.search(r"^Query first: `flowbotz/\$ENV/([a-z-]+)`", entry, re.M)
+        if not named or not query:
+            problems.append(f"runbook entry {title!r}: needs an `Alarms:` line and a `Query first:` saved query")
+            continue
+        names = set(re.findall(r"`(\w+)`", named.group(1)))
+        for name in sorted(names - alarms):
+            problems.append(f"runbook entry {title!r} names {name}, which template.yaml does not have")
+        if query.group(1) not in queries:
+            problems.append(f"runbook entry {title!r}: no saved query {query.group(1)}")
+        if "Actions" not in entry:
+            problems.append(f"runbook entry {title!r}: no actions")
+        covered |= names
+    for name in sorted(alarms - covered):
+        problems.append(f"alarm {name} has no runbook entry")
+    for section in ("## Incident response", "Article 33", "72 hours", "## Restore drill", "restore-table-to-point-in-time"):
+        if section not in runbook:
+            problems.append(f"runbook: no {section!r}")
+    return problems
+
+
+def edge_problems(template: dict) -> list[str]:
+    """WAF, TLS and retained logs."""
+    problems = []
+    res = template["Resources"]
+    if "WafAutoOutsideDevelopment" not in json.dumps(template["Conditions"].get("WafEnabled")) or '"development"' not in json.dumps(template["Conditions"].get("WafAutoOutsideDevelopment")):
+        problems.append("EnableWaf=auto must enable the WAF outside development")
+    logging = [r for r in res.values() if r["Type"] == "AWS::WAFv2::LoggingConfiguration"]
+    redacted = {f["SingleHeader"]["Name"].lower() for r in logging for f in r["Properties"].get("RedactedFields", []) if "SingleHeader" in f}
+    if not logging or redacted != WAF_REDACTED:
+        problems.append(f"WAF logging must redact {sorted(WAF_REDACTED)}, redacts {sorted(redacted)}")
+    rules = [r for r in res.get("WebAcl", {}).get("Properties", {}).get("Rules", []) if isinstance(r, dict) and "Name" in r]
+    conditional = [r["If"][1] for r in res.get("WebAcl", {}).get("Properties", {}).get("Rules", []) if isinstance(r, dict) and "If" in r]
+    groups = {r["Statement"].get("ManagedRuleGroupStatement", {}).get("Name") for r in rules}
+    if "AWSManagedRulesAnonymousIpList" not in groups:
+        problems.append("WAF: no anonymous-IP list")
+    want = set().union(*(routes_of(f) for f in AUTH_ROUTE_FUNCTIONS))
+    scoped = [
+        {s["ByteMatchStatement"]["SearchString"] for s in r["Statement"]["RateBasedStatement"].get("ScopeDownStatement", {}).get("OrStatement", {}).get("Statements", [])}
+        for r in rules if "RateBasedStatement" in r["Statement"]
+    ]
+    if want not in scoped:
+        problems.append(f"WAF: no rate-based rule scoped to exactly {sorted(want)} (endpoints.json), found {scoped}")
+    atp = [r for r in conditional if r["Statement"].get("ManagedRuleGroupStatement", {}).get("Name") == "AWSManagedRulesATPRuleSet"]
+    if not atp or template["Parameters"].get("EnableWafAtp", {}).get("Default") != "false":
+        problems.append("WAF: the account takeover group must be optional and off by default (EnableWafAtp)")
+    api = res["Api"]["Properties"]
+    if api.get("SecurityPolicy") != "TLS_1_2":
+        problems.append("Api: SecurityPolicy TLS_1_2 missing")
+    if api.get("DisableExecuteApiEndpoint") != {"If": ["HasCustomDomain", True, False]}:
+        problems.append("Api: the execute-api endpoint must be disabled when a custom domain is set")
+    domains = [r for r in res.values() if r["Type"] == "AWS::ApiGateway::DomainName"]
+    if not domains or any(d["Properties"].get("SecurityPolicy") != "TLS_1_2" or d.get("Condition") != "HasCustomDomain" for d in domains):
+        problems.append("the optional custom domain (HasCustomDomain) with TLS_1_2 is missing")
+    for p in ("DomainName", "DomainCertificateArn", "DomainHostedZoneId"):
+        if template["Parameters"].get(p, {}).get("Default") != "":
+            problems.append(f"parameter {p} must be optional")
+    for name, r in res.items():
+        if r["Type"] == "AWS::Logs::LogGroup" and (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy")) != ("Retain", "Retain"):
+            problems.append(f"{name}: log groups are retained (DeletionPolicy and UpdateReplacePolicy Retain)")
+    return problems
+
+
+def checkov_skip_problems(template: dict) -> list[str]:
+    """Checkov skips live in the resource's Metadata, each with a reason."""
+    problems = []
+    for name, r in template["Resources"].items():
+        for skip in r.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            if not re.fullmatch(r"CKV2?_AWS_\d+", skip.get("id", "")) or len(skip.get("comment", "")) < 20:
+                problems.append(f"{name}: checkov skip {skip} needs an id and a reason")
+    return problems
+
+
+def sam_transform(template_text: str, mutate=None) -> dict:
+    """template.yaml through the SAM translator, as `sam validate` and CloudFormation see it."""
+    import os
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    tpl = yaml_parse(template_text)
+    tpl["Globals"]["Function"]["CodeUri"] = "s3://bucket/key"  # the translator wants an S3 URI; sam build makes one
+    if mutate:
+        mutate(tpl)
+    return _normalise(transform(tpl, {"Environment": "production"}, NoManagedPolicies()))
+
+
+class OperationsTest(unittest.TestCase):
+    """Issue 16: what lets people run the stack safely."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = load_template()
+        cls.readme = README.read_text(encoding="utf-8")
+        cls.runbook = RUNBOOK.read_text(encoding="utf-8")
+
+    def mutated(self, mutate) -> dict:
+        t = copy.deepcopy(self.template)
+        mutate(t)
+        return t
+
+    def test_every_function_deploys_through_its_alias_with_rollback_alarms(self):
+        self.assertEqual(deployment_problems(self.template), [])
+
+    def test_the_api_and_the_rotation_invoke_the_alias_after_the_sam_transform(self):
+        import logging
+        logging.getLogger("samtranslator").setLevel(logging.ERROR)
+        text = TEMPLATE.read_text(encoding="utf-8")
+        self.assertEqual(transformed_problems(sam_transform(text), self.template), [])
+        def no_alias(tpl):
+            for props in [tpl["Globals"]["Function"]] + [r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]:
+                props.pop("AutoPublishAlias", None)
+                props.pop("DeploymentPreference", None)
+
+        self.assertTrue(transformed_problems(sam_transform(text, no_alias), self.template), "the check must catch functions without the alias")
+
+    def test_every_function_has_a_reserve_and_the_readme_its_arithmetic(self):
+        self.assertEqual(reserve_problems(self.template, self.readme), [])
+
+    def test_every_function_table_api_and_waf_has_its_alarms(self):
+        self.assertEqual(alarm_problems(self.template), [])
+
+    def test_every_metric_an_alarm_or_the_dashboard_names_is_produced(self):
+        self.assertEqual(metric_problems(self.template), [])
+
+    def test_every_alarm_has_a_runbook_entry_and_every_entry_an_alarm(self):
+        self.assertEqual(runbook_problems(self.template, self.runbook), [])
+
+    def test_waf_tls_and_retained_logs(self):
+        self.assertEqual(edge_problems(self.template), [])
+
+    def test_checkov_skips_give_reasons(self):
+        self.assertEqual(checkov_skip_problems(self.template), [])
+        skipped = {s["id"] for r in self.template["Resources"].values() for s in r.get("Metadata", {}).get("checkov", {}).get("skip", [])}
+        self.assertNotIn("CKV_AWS_115", skipped, "reserved concurrency is fixed, not skipped")
+        self.assertNotIn("CKV_AWS_28", {s["id"] for n in ("UsersTable", "PaymentsTable") for s in self.template["Resources"][n].get("Metadata", {}).get("checkov", {}).get("skip", [])})
+
+    def test_the_checks_fail_when_a_piece_is_removed(self):
+        fns = functions_of(self.template)
+        login, chat = fns["login"], fns["chat"]
+
+        def drop(path):
+            def go(t):
+                node = t
+                for key in path[:-1]:
+                    node = node[key]
+                del node[path[-1]]
+            return go
+
+        def remove_resource(name):
+            return lambda t: t["Resources"].pop(name)
+
+        def set_(path, value):
+            def go(t):
+                node = t
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = value
+            return go
+
+        cases = {
+            "alias": (deployment_problems, drop(["Globals", "Function", "AutoPublishAlias"])),
+            "deployment preference": (deployment_problems, drop(["Resources", login, "Properties", "DeploymentPreference"])),
+            "api 5xx rollback trigger": (deployment_problems, set_(["Resources", login, "Properties", "DeploymentPreference", "Alarms"], [{"Ref": "LoginErrorsAlarm"}])),
+            "canary in production": (deployment_problems, set_(["Globals", "Function", "DeploymentPreference", "Type"], "AllAtOnce")),
+            "reserve": (lambda t: reserve_problems(t, self.readme), drop(["Resources", login, "Properties", "ReservedConcurrentExecutions"])),
+            "chat cap": (lambda t: reserve_problems(t, self.readme), set_(["Parameters", "ReserveChat", "Default"], 100)),
+            "throttles alarm": (alarm_problems, remove_resource("ChatThrottlesAlarm")),
+            "duration alarm": (alarm_problems, remove_resource(f"{_prefix(chat)}DurationAlarm")),
+            "concurrency alarm": (alarm_problems, remove_resource("LoginConcurrencyAlarm")),
+            "table alarm": (alarm_problems, remove_resource("UsersTableThrottledRequestsAlarm")),
+            "latency alarm": (alarm_problems, remove_resource("ApiLatencyAlarm")),
+            "4xx alarm": (alarm_problems, remove_resource("Api4xxRateAlarm")),
+            "waf alarm": (alarm_problems, remove_resource("WafBlockedRequestsAlarm")),
+            "alert email rule": (alarm_problems, drop(["Rules"])),
+            "metric filter": (metric_problems, lambda t: [t["Resources"].pop(n) for n in [n for n, r in t["Resources"].items() if r["Type"] == "AWS::Logs::MetricFilter" and r["Properties"]["MetricTransformations"][0]["MetricName"] == "CsrfFailures"]]),
+            "dashboard": (metric_problems, remove_resource("Dashboard")),
+            "runbook alarm": (lambda t: runbook_problems(t, self.runbook), remove_resource("AuthFailuresAlarm")),
+            "waf redaction": (edge_problems, lambda t: t["Resources"]["WafLogging"]["Properties"]["RedactedFields"].pop()),
+            "waf outside production": (edge_problems, set_(["Conditions", "WafEnabled"], {"Or": [{"Condition": "WafForced"}, {"Condition": "IsProduction"}]})),
+            "auth route rate rule": (edge_problems, lambda t: t["Resources"]["WebAcl"]["Properties"]["Rules"].__setitem__(slice(None), [r for r in t["Resources"]["WebAcl"]["Properties"]["Rules"] if not (isinstance(r, dict) and r.get("Name") == "RateLimitAuthRoutes")])),
+            "tls": (edge_problems, drop(["Resources", "Api", "Properties", "SecurityPolicy"])),
+            "retained logs": (edge_problems, drop(["Resources", "ChatLogGroup", "DeletionPolicy"])),
+        }
+        for what, (check, mutate) in cases.items():
+            with self.subTest(removed=what):
+                self.assertTrue(check(self.mutated(mutate)), f"removing the {what} must fail its check")
+        for entry in ("Alarms: `AuthFailuresAlarm`\n", "Query first: `flowbotz/$ENV/failed-authentications`\n", "## Restore drill", "72 hours"):
+            with self.subTest(removed=entry):
+                self.assertTrue(runbook_problems(self.template, self.runbook.replace(entry, "", 1)), entry)
+        readme = self.readme.replace("| `ReserveWebhook` | webhook | 20 |", "| `ReserveWebhook` | webhook | 30 |")
+        self.assertTrue(reserve_problems(self.template, readme), "a README default that differs must fail")
 
 
 def _add_function_tests():
