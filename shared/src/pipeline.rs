@@ -433,3 +433,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
