@@ -849,10 +849,12 @@ mod tests {
         );
     }
 
-    /// A ledger whose first `complete` fails, as if the function crashed after the update.
+    /// A ledger whose first `complete` fails, as if the function crashed after the update;
+    /// it records each claim's lease and keep.
     struct CrashOnce {
         inner: MemoryLedger,
         crashed: AtomicBool,
+        claims: std::sync::Mutex<Vec<(u64, u64)>>,
     }
 
     #[async_trait]
@@ -864,6 +866,7 @@ mod tests {
             lease: u64,
             keep: u64,
         ) -> Result<Claim, StoreError> {
+            self.claims.lock().expect("lock").push((lease, keep));
             self.inner.claim(id, now, lease, keep).await
         }
         async fn apply_payment(&self, u: &PaymentUpdate) -> Result<bool, StoreError> {
@@ -901,6 +904,7 @@ mod tests {
         let ledger = Arc::new(CrashOnce {
             inner: MemoryLedger::new(),
             crashed: AtomicBool::new(false),
+            claims: Default::default(),
         });
         let (p, h, clock) = setup(ledger.clone());
         let body = event_json("evt_6", "payment_intent.succeeded");
@@ -935,6 +939,12 @@ mod tests {
         assert_eq!(
             record.updates, 1,
             "the retry did not apply the update again"
+        );
+        // Each delivery holds the event for a minute, and its id is remembered for 30 days
+        // (the ledger's TTL; Stripe retries for up to three days).
+        assert_eq!(
+            *ledger.claims.lock().expect("lock"),
+            [(60, 30 * 24 * 3600); 2]
         );
     }
 }
