@@ -11,7 +11,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 scripts/venv.sh
 # --ignore-scripts: the MDN HTTP Observatory's install scripts download lists (observatory.sh).
-[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] ||
+[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] && [ -d node_modules/@redocly/cli ] ||
   npm ci --ignore-scripts --no-audit --no-fund --silent
 
 step "cargo fmt --check"
@@ -32,6 +32,9 @@ step "template drift: each function's policy, tables and secrets against its cod
 
 step "OpenAPI document: valid 3.1, in step with the router, the template and the functions"
 .venv/bin/python -m unittest -q scripts/test_openapi.py
+
+step "OpenAPI document: Redocly CLI's recommended rules, any finding fails (redocly.yaml)"
+REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true node_modules/.bin/redocly lint --format=stylish openapi.yaml
 
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi
