@@ -30,6 +30,9 @@ step "template: sam validate --lint and cfn-lint"
 step "template drift: each function's policy, tables and secrets against its code"
 .venv/bin/python -m unittest -q scripts/test_template.py
 
+step "security events: the template's metric filters and queries against the Event enum (events.json)"
+.venv/bin/python -m unittest -q scripts/test_events.py
+
 step "OpenAPI document: valid 3.1, in step with the router, the template and the functions"
 .venv/bin/python -m unittest -q scripts/test_openapi.py
 

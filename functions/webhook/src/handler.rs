@@ -1,3 +1,4 @@
+use flowbotz_security::Event as SecurityEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -255,8 +256,8 @@ impl Handler for Webhook {
             now,
             self.settings.tolerance_secs,
         ) {
-            ctx.event = Some("webhook.signature_invalid");
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, event = "webhook.signature_invalid", %reason, "webhook signature refused");
+            ctx.event = Some(SecurityEvent::WebhookSignatureInvalid);
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, event = SecurityEvent::WebhookSignatureInvalid.as_str(), %reason, "webhook signature refused");
             return Err(ApiError::BadRequest(
                 "The Stripe-Signature header is missing or does not match the payload.".into(),
             ));
