@@ -200,43 +200,58 @@ async fn given_an_unfit_request_id_when_serving_then_a_new_uuid_replaces_it() {
 // The level of the request line: ERROR for 5xx, WARN for 4xx with a security event, else INFO.
 // ------------------------------------------------------------------------------------------
 
-/// The `request` lines written while `run` runs, from a subscriber of this thread only.
-async fn request_lines<F: Future<Output = ()>>(run: F) -> Vec<serde_json::Value> {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    {
-        let _guard = tracing::subscriber::set_default(subscriber);
-        run.await;
-    }
-    logs.lines()
+/// Every line logged by this test binary, through the functions' own JSON subscriber installed
+/// as the global one. A global subscriber, not a per-thread one: with `set_default`, a callsite
+/// first met by another test's thread can keep the interest it got there.
+fn captured() -> &'static CapturedLogs {
+    static LOGS: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        crate::log::init_with_writer("trace", logs.clone());
+        logs
+    })
+}
+
+/// The `request` lines of the requests whose id starts with `prefix`, in order.
+fn request_lines(prefix: &str) -> Vec<serde_json::Value> {
+    captured()
+        .lines()
         .into_iter()
-        .filter(|l| l["message"] == "request")
+        .filter(|l| {
+            l["message"] == "request"
+                && l["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(prefix))
+        })
         .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn given_each_outcome_when_logged_then_5xx_lines_are_error_4xx_events_warn_else_info() {
+    let logs = captured();
     let slow = Arc::new(MemoryStore::new());
     slow.set_delay(Some(Duration::from_secs(30)));
-    let lines = request_lines(async {
-        let health = Pipeline::new(EndpointId::Health.endpoint(), config());
-        let login = pipeline(EndpointId::Login, slow.clone());
-        let _ = health.serve(request("GET", "/api/health"), &Broken).await;
-        let _ = login
-            .serve(request("POST", "/api/auth/login"), &Ok200)
-            .await;
-        let _ = health
-            .serve(request("GET", "/api/health?a=%00"), &Ok200)
-            .await;
-        let _ = health.serve(request("GET", "/api/other"), &Ok200).await;
-        let _ = health.serve(request("GET", "/api/health"), &Ok200).await;
-    })
-    .await;
+    let health = Pipeline::new(EndpointId::Health.endpoint(), config());
+    let login = pipeline(EndpointId::Login, slow.clone());
+    let id = |n: u32| lambda(&format!("level-test-{n}"));
+    let with_id = |req: Request, n: u32| req.with_lambda_context(id(n));
+    let _ = health
+        .serve(with_id(request("GET", "/api/health"), 1), &Broken)
+        .await;
+    let _ = login
+        .serve(with_id(request("POST", "/api/auth/login"), 2), &Ok200)
+        .await;
+    let _ = health
+        .serve(with_id(request("GET", "/api/health?a=%00"), 3), &Ok200)
+        .await;
+    let _ = health
+        .serve(with_id(request("GET", "/api/other"), 4), &Ok200)
+        .await;
+    let _ = health
+        .serve(with_id(request("GET", "/api/health"), 5), &Ok200)
+        .await;
+    let lines = request_lines("level-test-");
+    assert!(!logs.contents().is_empty());
     let seen: Vec<(u64, &str)> = lines
         .iter()
         .map(|l| {
