@@ -11,7 +11,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 scripts/venv.sh
 # --ignore-scripts: the MDN HTTP Observatory's install scripts download lists (observatory.sh).
-[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] ||
+[ -d node_modules/stripe ] && [ -d node_modules/@mdn/mdn-http-observatory ] && [ -d node_modules/@redocly/cli ] ||
   npm ci --ignore-scripts --no-audit --no-fund --silent
 
 step "cargo fmt --check"
@@ -33,8 +33,14 @@ step "template: Checkov IaC security scan (skips only in the template's own Meta
 step "template drift: each function's policy, tables and secrets against its code"
 .venv/bin/python -m unittest -q scripts/test_template.py
 
+step "security events: the template's metric filters and queries against the Event enum (events.json)"
+.venv/bin/python -m unittest -q scripts/test_events.py
+
 step "OpenAPI document: valid 3.1, in step with the router, the template and the functions"
 .venv/bin/python -m unittest -q scripts/test_openapi.py
+
+step "OpenAPI document: Redocly CLI's recommended rules, any finding fails (redocly.yaml)"
+REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true node_modules/.bin/redocly lint --format=stylish openapi.yaml
 
 step "local Stripe stand-in tests"
 if [ -f scripts/test_stripe_standin.py ]; then .venv/bin/python -m unittest -q scripts/test_stripe_standin.py; fi

@@ -10,7 +10,7 @@ use flowbotz_security::config::{BlockPolicy, RateLimit};
 use flowbotz_security::payments::customers::{CustomerStore, SetCustomer};
 use flowbotz_security::payments::memory::MemoryLedger;
 use flowbotz_security::payments::{
-    EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
+    Claim, EventLedger, PaymentFacts, PaymentStatus, PaymentUpdate, Transition,
 };
 use flowbotz_security::ratelimit::memory::MemoryStore;
 use flowbotz_security::ratelimit::window::{CounterUpdate, Step, Window};
@@ -540,6 +540,54 @@ async fn ledger_suite(ledger: &dyn EventLedger) {
     );
 }
 
+/// An event's claim: a lease that holds through its last second and is then taken over (a
+/// crashed delivery's retry), and a completed event that stays completed whatever the time.
+/// Returns the event id, claimed first at [`CLAIM_AT`] with [`LEASE`] and [`KEEP`].
+async fn claim_suite(ledger: &dyn EventLedger) -> String {
+    let id = format!(
+        "evt_conf{}",
+        flowbotz_tests::events::unique_ip().replace([':', '.'], "")
+    );
+    let claim = async |now: u64| ledger.claim(&id, now, LEASE, KEEP).await.expect("claim");
+    assert_eq!(claim(CLAIM_AT).await, Claim::Acquired);
+    assert_eq!(
+        claim(CLAIM_AT + 1).await,
+        Claim::InProgress { retry_after: 59 }
+    );
+    assert_eq!(
+        claim(CLAIM_AT + LEASE).await,
+        Claim::InProgress { retry_after: 1 },
+        "the lease holds through its last second"
+    );
+    assert_eq!(
+        claim(CLAIM_AT + LEASE + 1).await,
+        Claim::Acquired,
+        "an expired lease is taken over"
+    );
+    assert_eq!(
+        claim(CLAIM_AT + LEASE + 2).await,
+        Claim::InProgress { retry_after: 59 },
+        "the new holder's lease"
+    );
+    ledger
+        .complete(&id, CLAIM_AT + LEASE + 3)
+        .await
+        .expect("complete");
+    for later in [
+        CLAIM_AT + LEASE + 4,
+        CLAIM_AT + 10 * LEASE,
+        CLAIM_AT + KEEP - 1,
+    ] {
+        assert_eq!(claim(later).await, Claim::Completed, "at {later}");
+    }
+    id
+}
+
+/// The first claim's time, lease and keep (the webhook's: 60 s and 30 days).
+const CLAIM_AT: u64 = 1_800_000_000;
+const LEASE: u64 = 60;
+const KEEP: u64 = 30 * 24 * 3600;
+
 /// The first customer stored on an account wins; an erased account takes none. `create` and
 /// `erase` are the user store's registration and erasure (the user item's put and delete).
 async fn customer_suite(
@@ -639,6 +687,7 @@ async fn memory_customers_conform() {
 #[tokio::test]
 async fn memory_ledger_conforms() {
     ledger_suite(&MemoryLedger::new()).await;
+    claim_suite(&MemoryLedger::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -690,10 +739,40 @@ mod dynamodb {
     async fn dynamodb_ledger_conforms_against_moto() {
         let table = std::env::var("PAYMENTS_TABLE").unwrap_or_else(|_| "flowbotz-payments".into());
         let c = client(Duration::from_secs(3)).await;
-        ledger_suite(&flowbotz_security::payments::dynamodb::DynamoLedger::new(
-            c, table,
-        ))
-        .await;
+        let ledger = flowbotz_security::payments::dynamodb::DynamoLedger::new(c.clone(), &table);
+        ledger_suite(&ledger).await;
+        // The event item expires through the table's TTL attribute: the last claim's time plus
+        // the keep (30 days from the takeover at CLAIM_AT + LEASE + 1).
+        let id = claim_suite(&ledger).await;
+        let item = c
+            .get_item()
+            .table_name(&table)
+            .key(
+                flowbotz_security::store::dynamodb::PK,
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("event#{id}")),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get")
+            .item
+            .expect("the event item");
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        assert_eq!(
+            number(flowbotz_security::store::dynamodb::TTL_ATTRIBUTE),
+            Some(CLAIM_AT + LEASE + 1 + KEEP),
+            "{item:?}"
+        );
+        assert_eq!(
+            item.get("state")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str),
+            Some("completed")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

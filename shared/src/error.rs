@@ -4,6 +4,7 @@
 //! The client sees a fixed title and a safe detail written by this crate; causes (store errors,
 //! upstream replies) are kept in the error for the log line and never serialised.
 
+use crate::events::Event;
 use http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Response};
 use serde::Serialize;
@@ -276,25 +277,25 @@ impl ApiError {
     }
 
     /// The security event this error represents, for the log line.
-    pub fn event(&self) -> Option<&'static str> {
+    pub fn event(&self) -> Option<Event> {
         Some(match self {
-            Self::BadRequest(_) => "request.malformed",
-            Self::MaliciousInput(_) => "request.malicious",
-            Self::Unauthorized(_) | Self::InvalidCredentials => "auth.failure",
-            Self::InvalidLink => "auth.link_invalid",
-            Self::AccountExists => "auth.account_exists",
-            Self::Forbidden(ForbiddenKind::CsrfToken) => "csrf.failure",
-            Self::Forbidden(ForbiddenKind::CrossOrigin) => "csrf.origin_refused",
-            Self::IpBlocked { .. } => "ip.blocked",
-            Self::PayloadTooLarge { .. } => "request.too_large",
-            Self::UnsupportedMediaType => "request.media_type",
-            Self::Validation(_) => "validation.failure",
-            Self::RateLimited { .. } => "rate_limit.exceeded",
-            Self::AccountThrottled { .. } => "auth.throttled",
-            Self::QuotaExceeded { .. } => "ai.quota_exceeded",
-            Self::ServiceUnavailable { .. } => "dependency.unavailable",
-            Self::BadGateway(_) | Self::GatewayTimeout(_) => "upstream.failure",
-            Self::Internal(_) => "internal.error",
+            Self::BadRequest(_) => Event::RequestMalformed,
+            Self::MaliciousInput(_) => Event::RequestMalicious,
+            Self::Unauthorized(_) | Self::InvalidCredentials => Event::AuthFailure,
+            Self::InvalidLink => Event::AuthLinkInvalid,
+            Self::AccountExists => Event::AuthAccountExists,
+            Self::Forbidden(ForbiddenKind::CsrfToken) => Event::CsrfFailure,
+            Self::Forbidden(ForbiddenKind::CrossOrigin) => Event::CsrfOriginRefused,
+            Self::IpBlocked { .. } => Event::IpBlocked,
+            Self::PayloadTooLarge { .. } => Event::RequestTooLarge,
+            Self::UnsupportedMediaType => Event::RequestMediaType,
+            Self::Validation(_) => Event::ValidationFailure,
+            Self::RateLimited { .. } => Event::RateLimitExceeded,
+            Self::AccountThrottled { .. } => Event::AuthThrottled,
+            Self::QuotaExceeded { .. } => Event::AiQuotaExceeded,
+            Self::ServiceUnavailable { .. } => Event::DependencyUnavailable,
+            Self::BadGateway(_) | Self::GatewayTimeout(_) => Event::UpstreamFailure,
+            Self::Internal(_) => Event::InternalError,
             Self::NotFound | Self::MethodNotAllowed { .. } => return None,
         })
     }
@@ -591,7 +592,7 @@ mod tests {
             assert_eq!(v["status"], status, "{err}");
             assert_eq!(v["title"], title, "{err}");
             assert_eq!(v["detail"], detail, "{err}");
-            assert_eq!(err.event(), event, "{err}");
+            assert_eq!(err.event().map(Event::as_str), event, "{err}");
             assert_eq!(
                 resp.headers()
                     .get(header::RETRY_AFTER)

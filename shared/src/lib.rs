@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod headers;
 pub mod log;
@@ -43,6 +44,7 @@ pub mod validate;
 pub use catalogue::EndpointId;
 pub use config::{Config, ConfigError, Environment, Secret};
 pub use error::{ApiError, FieldError};
+pub use events::Event;
 pub use pipeline::{Ctx, Endpoint, Handler, HandlerResult, Pipeline, StoreFailure};
 
 /// Loads the configuration, checks that the secrets in `needs` have an origin, and installs
@@ -62,7 +64,7 @@ pub fn start(crate_name: &str, needs: &[config::Need]) -> Result<Config, ConfigE
         }
         Err(err) => {
             log::init("info");
-            tracing::error!(event = "startup.failed", error = %err, "configuration refused");
+            tracing::error!(event = Event::StartupFailed.as_str(), error = %err, "configuration refused");
             Err(err)
         }
     }

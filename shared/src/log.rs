@@ -7,6 +7,7 @@ use std::io;
 use tracing::Level;
 
 use crate::config::Environment;
+use crate::events::Event;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -76,7 +77,7 @@ pub struct RequestLog<'a> {
     /// Whether the route handles credentials or payments.
     pub security_sensitive: bool,
     /// The security event, if the request was refused or raised one.
-    pub event: Option<&'static str>,
+    pub event: Option<Event>,
 }
 
 impl RequestLog<'_> {
@@ -104,7 +105,7 @@ impl RequestLog<'_> {
                     duration_ms = self.duration_ms,
                     user_id = self.user_id,
                     security_sensitive = self.security_sensitive,
-                    event = self.event,
+                    event = self.event.map(Event::as_str),
                     "request"
                 )
             };
@@ -119,15 +120,9 @@ impl RequestLog<'_> {
 
 /// Logs a security event that is not a request's outcome (an IP block starting, an account
 /// erased).
-pub fn security_event(
-    event: &'static str,
-    request_id: &str,
-    client_ip: &str,
-    route: &str,
-    detail: &str,
-) {
+pub fn security_event(event: Event, request_id: &str, client_ip: &str, route: &str, detail: &str) {
     tracing::warn!(
-        event,
+        event = event.as_str(),
         request_id,
         client_ip,
         route,

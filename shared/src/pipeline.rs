@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::cors::Cors;
 use crate::error::{ApiError, ForbiddenKind};
+use crate::events::Event;
 use crate::guard::{self, BodyKind};
 use crate::log::RequestLog;
 use crate::ratelimit::{Decision, RateLimiter, Subject, Verdict};
@@ -87,7 +88,7 @@ pub struct Ctx {
     /// The verified access token's claims, on endpoints with `auth`.
     pub session: Option<crate::session::Claims>,
     /// A security event the handler raised, for the log line (such as `auth.failure`).
-    pub event: Option<&'static str>,
+    pub event: Option<Event>,
 }
 
 /// A handler's answer before the pipeline adds headers.
@@ -353,7 +354,7 @@ impl Pipeline {
                             return Err(ApiError::Unauthorized("session ended"));
                         }
                         Err(e) => {
-                            tracing::error!(request_id = %ctx.request_id, event = "session.store_failure", cause = %e, "session store failed");
+                            tracing::error!(request_id = %ctx.request_id, event = Event::SessionStoreFailure.as_str(), cause = %e, "session store failed");
                             return Err(ApiError::ServiceUnavailable {
                                 reason: "session store unavailable".into(),
                                 retry_after: 1,
@@ -395,7 +396,7 @@ impl Pipeline {
         let d = match limiter.check(self.endpoint.name, subject, limits).await {
             Ok(d) => d,
             Err(err) => {
-                tracing::error!(request_id = %ctx.request_id, route = self.endpoint.route, event = "rate_limit.store_failure", cause = %err, "rate-limit store failed");
+                tracing::error!(request_id = %ctx.request_id, route = self.endpoint.route, event = Event::RateLimitStoreFailure.as_str(), cause = %err, "rate-limit store failed");
                 return match self.endpoint.store_failure {
                     StoreFailure::Open => Ok(()),
                     StoreFailure::Closed => Err(ApiError::ServiceUnavailable {
@@ -415,17 +416,17 @@ impl Pipeline {
             Verdict::Admitted => Ok(()),
             Verdict::Blocked => Err(ApiError::IpBlocked { retry_after }),
             Verdict::Limited => {
-                tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "rate_limit.exceeded", "rate limit exceeded");
+                tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = Event::RateLimitExceeded.as_str(), "rate limit exceeded");
                 if !self.endpoint.ip_block {
                     return Err(ApiError::RateLimited { retry_after });
                 }
                 match limiter.record_violation(&ctx.client_ip).await {
                     Ok(Some(secs)) => {
-                        tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = "ip.blocked", block_secs = secs, "ip blocked")
+                        tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, route = self.endpoint.route, policy = self.endpoint.name, event = Event::IpBlocked.as_str(), block_secs = secs, "ip blocked")
                     }
                     Ok(None) => {}
                     Err(err) => {
-                        tracing::error!(request_id = %ctx.request_id, event = "rate_limit.store_failure", cause = %err, "recording a violation failed")
+                        tracing::error!(request_id = %ctx.request_id, event = Event::RateLimitStoreFailure.as_str(), cause = %err, "recording a violation failed")
                     }
                 }
                 Err(ApiError::RateLimited { retry_after })
@@ -433,3 +434,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

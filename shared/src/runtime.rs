@@ -1,5 +1,6 @@
 //! Wiring for a function's `main`: the DynamoDB-backed rate limiter and the Lambda loop.
 
+use crate::events::Event;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ pub async fn mailer(
     config: &Config,
 ) -> Result<(Arc<dyn crate::mail::Mailer>, crate::mail::Links), ConfigError> {
     let settings = config.mail().inspect_err(|err| {
-        tracing::error!(event = "startup.failed", error = %err, "mail settings refused");
+        tracing::error!(event = Event::StartupFailed.as_str(), error = %err, "mail settings refused");
     })?;
     let client = crate::mail::ses::client(config.store_timeout.max(MAIL_TIMEOUT)).await;
     Ok((
@@ -103,7 +104,7 @@ pub async fn secrets(config: &Config, needs: &[Need]) -> Result<Secrets, ConfigE
     Secrets::load(config, needs, source, Arc::new(SystemClock))
         .await
         .inspect_err(|err| {
-            tracing::error!(event = "startup.failed", error = %err, "secrets refused");
+            tracing::error!(event = Event::StartupFailed.as_str(), error = %err, "secrets refused");
         })
 }
 

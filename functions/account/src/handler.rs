@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
@@ -46,17 +47,17 @@ impl Account {
             Ok(()) => {
                 if let Err(e) = self.payments.remove_pending_deletion(customer).await {
                     // Deleting again later is harmless: Stripe's 404 counts as deleted.
-                    tracing::error!(request_id, event = "erasure.pending_cleanup_failed", cause = %e, "pending deletion not removed");
+                    tracing::error!(request_id, event = Event::ErasurePendingCleanupFailed.as_str(), cause = %e, "pending deletion not removed");
                 }
                 tracing::info!(
                     request_id,
-                    event = "erasure.stripe_customer_deleted",
+                    event = Event::ErasureStripeCustomerDeleted.as_str(),
                     "stripe customer deleted"
                 );
                 true
             }
             Err(cause) => {
-                tracing::warn!(request_id, event = "erasure.stripe_pending", %cause, "stripe customer deletion pending");
+                tracing::warn!(request_id, event = Event::ErasureStripePending.as_str(), %cause, "stripe customer deletion pending");
                 false
             }
         }
@@ -67,7 +68,7 @@ impl Account {
         let pending = match self.payments.pending_deletions(SWEEP_LIMIT).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(request_id, event = "erasure.sweep_failed", cause = %e, "pending deletions not read");
+                tracing::error!(request_id, event = Event::ErasureSweepFailed.as_str(), cause = %e, "pending deletions not read");
                 return;
             }
         };
@@ -116,9 +117,9 @@ impl Handler for Account {
             .await
             .map_err(|e| unavailable("user store", e))?;
         if erased {
-            ctx.event = Some("account.erased");
+            ctx.event = Some(Event::AccountErased);
             log::security_event(
-                "account.erased",
+                Event::AccountErased,
                 &ctx.request_id,
                 &ctx.client_ip,
                 ENDPOINT.route,

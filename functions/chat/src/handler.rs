@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -188,7 +189,7 @@ impl Handler for Chat {
             .ok_or(ApiError::Unauthorized("no user"))?;
         let request = self.completion_request(body_bytes(&req))?;
         if !self.rules.enabled {
-            tracing::warn!(event = "ai.disabled", request_id = %ctx.request_id, "chat refused: AI_ENABLED is false");
+            tracing::warn!(event = Event::AiDisabled.as_str(), request_id = %ctx.request_id, "chat refused: AI_ENABLED is false");
             return Err(ApiError::ServiceUnavailable {
                 reason: "AI calls are switched off (AI_ENABLED=false)".into(),
                 retry_after: 300,
@@ -205,7 +206,7 @@ impl Handler for Chat {
             Ok(r) => r,
             Err(BudgetError::Exhausted { scope, retry_after }) => {
                 tracing::warn!(
-                    event = "ai.quota_exceeded",
+                    event = Event::AiQuotaExceeded.as_str(),
                     request_id = %ctx.request_id,
                     user_id = %user,
                     scope = scope.as_str(),
@@ -214,7 +215,7 @@ impl Handler for Chat {
                 return Err(ApiError::QuotaExceeded { retry_after });
             }
             Err(BudgetError::Store(e)) => {
-                tracing::error!(event = "ai.budget_store_failure", request_id = %ctx.request_id, cause = %e, "the budget store failed; chat fails closed");
+                tracing::error!(event = Event::AiBudgetStoreFailure.as_str(), request_id = %ctx.request_id, cause = %e, "the budget store failed; chat fails closed");
                 return Err(ApiError::ServiceUnavailable {
                     reason: "budget store unavailable".into(),
                     retry_after: 1,
@@ -236,13 +237,13 @@ impl Handler for Chat {
         };
         let charged = used;
         if let Err(e) = self.budget.settle(reservation, used).await {
-            tracing::error!(event = "ai.budget_store_failure", request_id = %ctx.request_id, cause = %e, "settling the token budget failed; the reservation stands");
+            tracing::error!(event = Event::AiBudgetStoreFailure.as_str(), request_id = %ctx.request_id, cause = %e, "settling the token budget failed; the reservation stands");
         }
         let completion = match result {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(
-                    event = "ai.upstream_failure",
+                    event = Event::AiUpstreamFailure.as_str(),
                     request_id = %ctx.request_id,
                     user_id = %user,
                     model = %request.model,
@@ -256,7 +257,7 @@ impl Handler for Chat {
         };
         let usage = completion.usage;
         tracing::info!(
-            event = "ai.completion",
+            event = Event::AiCompletion.as_str(),
             request_id = %ctx.request_id,
             user_id = %user,
             model = %completion.model,

@@ -4,6 +4,7 @@ mod config;
 mod handler;
 mod provider;
 
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::budget::dynamodb::DynamoBudgetStore;
@@ -20,7 +21,7 @@ const NEEDS: &[Need] = &[Need::JwtKey, Need::CsrfKey, Need::AiApiKey];
 async fn main() -> Result<(), lambda_http::Error> {
     let config = Arc::new(flowbotz_security::start(env!("CARGO_CRATE_NAME"), NEEDS)?);
     let ai = config::AiConfig::from_env(config.environment).inspect_err(|err| {
-        tracing::error!(event = "startup.failed", error = %err, "configuration refused");
+        tracing::error!(event = Event::StartupFailed.as_str(), error = %err, "configuration refused");
     })?;
     let (secrets, client) = runtime::clients(&config, NEEDS).await?;
     let provider = provider::from_config(&ai, &secrets)?;

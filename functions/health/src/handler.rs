@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use flowbotz_security::pipeline::json;
 use flowbotz_security::{Config, Ctx, Endpoint, EndpointId, Handler, HandlerResult};
 use http::StatusCode;
@@ -18,7 +19,7 @@ pub(crate) struct Health;
 impl Health {
     pub(crate) fn new(config: &Config) -> Self {
         tracing::info!(
-            event = "startup",
+            event = Event::Startup.as_str(),
             environment = config.environment.as_str(),
             version = %config.version,
             "health function started"

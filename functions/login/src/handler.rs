@@ -422,4 +422,51 @@ mod tests {
             200
         );
     }
+
+    /// A PHC string of `pw` with parameters weaker than the current ones.
+    fn weak_hash(pw: &str) -> String {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let params = argon2::Params::new(8 * 1024, 1, 1, None).expect("params");
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(pw.as_bytes(), &SaltString::generate(&mut OsRng))
+            .expect("hash")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn given_a_weaker_stored_hash_when_logging_in_then_it_is_replaced_by_a_current_one() {
+        let (p, h, _) = setup().await;
+        let weak = weak_hash(PASSWORD);
+        assert!(password::needs_rehash(&weak));
+        h.users
+            .update_hash("alice@example.com", &weak)
+            .await
+            .expect("store");
+        let stored = async || {
+            h.users
+                .lookup("alice@example.com")
+                .await
+                .expect("lookup")
+                .0
+                .expect("user")
+                .password_hash
+        };
+
+        // A failed login changes nothing.
+        let resp = attempt(&p, &h, "alice@example.com", "wrong password entirely").await;
+        assert_eq!(resp.status(), 401);
+        assert_eq!(stored().await, weak);
+
+        let resp = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        assert_eq!(resp.status(), 200);
+        let upgraded = stored().await;
+        assert_ne!(upgraded, weak, "the weaker hash was replaced");
+        assert!(!password::needs_rehash(&upgraded), "{upgraded}");
+        assert!(password::verify(PASSWORD, Some(&upgraded)));
+
+        // A current hash is kept as it is.
+        let resp = attempt(&p, &h, "alice@example.com", PASSWORD).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(stored().await, upgraded);
+    }
 }

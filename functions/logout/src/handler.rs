@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
@@ -40,7 +41,7 @@ impl Handler for Logout {
             .end_session(&session.jti, session.exp)
             .await
             .map_err(unavailable)?;
-        ctx.event = Some("auth.logout");
+        ctx.event = Some(Event::AuthLogout);
         Ok(no_content())
     }
 }
@@ -69,7 +70,7 @@ impl Handler for LogoutAll {
         {
             return Err(ApiError::Unauthorized("account gone"));
         }
-        ctx.event = Some("auth.logout_all");
+        ctx.event = Some(Event::AuthLogoutAll);
         Ok(no_content())
     }
 }

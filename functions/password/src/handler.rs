@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::{Attempt, EndSessions, UserStore, password};
@@ -99,7 +100,7 @@ impl Handler for ChangePassword {
             return Err(ApiError::AccountThrottled { retry_after });
         }
         if !password::verify(&body.current_password, Some(&user.password_hash)) {
-            ctx.event = Some("auth.failure");
+            ctx.event = Some(Event::AuthFailure);
             return Err(ApiError::Validation(vec![FieldError::new(
                 "current_password",
                 "is not the account's password",
@@ -123,7 +124,7 @@ impl Handler for ChangePassword {
         if !changed {
             return Err(ApiError::Unauthorized("account gone"));
         }
-        ctx.event = Some("auth.password_changed");
+        ctx.event = Some(Event::AuthPasswordChanged);
         let mut resp = Response::new(Body::Empty);
         *resp.status_mut() = StatusCode::NO_CONTENT;
         Ok(resp)

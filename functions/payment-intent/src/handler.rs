@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -150,24 +151,24 @@ impl PaymentIntent {
             .add_pending_deletion(customer, self.clock.now_s())
             .await;
         if let Err(cause) = &recorded {
-            tracing::error!(event = "erasure.stripe_pending_not_recorded", %cause, "pending deletion not recorded");
+            tracing::error!(event = Event::ErasureStripePendingNotRecorded.as_str(), %cause, "pending deletion not recorded");
         }
         match stripe.customers.delete_customer(customer).await {
             Ok(()) => {
                 tracing::info!(
-                    event = "erasure.stripe_customer_deleted",
+                    event = Event::ErasureStripeCustomerDeleted.as_str(),
                     "unstored stripe customer deleted"
                 );
                 if recorded.is_ok()
                     && let Err(cause) = self.payments.remove_pending_deletion(customer).await
                 {
                     // Deleting again later is harmless: Stripe's 404 counts as deleted.
-                    tracing::error!(event = "erasure.pending_cleanup_failed", %cause, "pending deletion not removed");
+                    tracing::error!(event = Event::ErasurePendingCleanupFailed.as_str(), %cause, "pending deletion not removed");
                 }
             }
             Err(cause) => {
                 tracing::warn!(
-                    event = "erasure.stripe_pending",
+                    event = Event::ErasureStripePending.as_str(),
                     ?cause,
                     "unstored stripe customer deletion pending"
                 );

@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::tokens::{
@@ -193,7 +194,7 @@ impl Handler for ConfirmReset {
             return Err(ApiError::InvalidLink);
         }
         ctx.user_id = Some(grant.user_id);
-        ctx.event = Some("auth.password_reset");
+        ctx.event = Some(Event::AuthPasswordReset);
         Ok(no_content())
     }
 }

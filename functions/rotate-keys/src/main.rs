@@ -1,6 +1,7 @@
 //! The rotation function of the JWT and CSRF keys: Secrets Manager invokes it for each of a
 //! rotation's four steps (`flowbotz_security::secrets::rotation`).
 
+use flowbotz_security::Event;
 use flowbotz_security::secrets::aws;
 use flowbotz_security::secrets::rotation::{RotationEvent, rotate};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -16,7 +17,7 @@ async fn main() -> Result<(), Error> {
             rotate(&client, &event.payload, environment)
                 .await
                 .inspect_err(|err| {
-                    tracing::error!(event = "secrets.rotation_failed", error = %err, "rotation step failed");
+                    tracing::error!(event = Event::SecretsRotationFailed.as_str(), error = %err, "rotation step failed");
                 })?;
             Ok::<_, Error>(serde_json::Value::Null)
         }

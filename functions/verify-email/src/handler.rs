@@ -1,3 +1,4 @@
+use flowbotz_security::Event;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
@@ -78,7 +79,7 @@ impl Handler for VerifyEmail {
         match outcome {
             Verification::Created(user) => {
                 ctx.user_id = Some(user.user_id);
-                ctx.event = Some("auth.email_verified");
+                ctx.event = Some(Event::AuthEmailVerified);
                 Ok(no_content())
             }
             Verification::AlreadyVerified => Err(ApiError::AccountExists),

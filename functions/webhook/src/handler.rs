@@ -1,3 +1,4 @@
+use flowbotz_security::Event as SecurityEvent;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -255,8 +256,8 @@ impl Handler for Webhook {
             now,
             self.settings.tolerance_secs,
         ) {
-            ctx.event = Some("webhook.signature_invalid");
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, event = "webhook.signature_invalid", %reason, "webhook signature refused");
+            ctx.event = Some(SecurityEvent::WebhookSignatureInvalid);
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ctx.client_ip, event = SecurityEvent::WebhookSignatureInvalid.as_str(), %reason, "webhook signature refused");
             return Err(ApiError::BadRequest(
                 "The Stripe-Signature header is missing or does not match the payload.".into(),
             ));
@@ -849,10 +850,12 @@ mod tests {
         );
     }
 
-    /// A ledger whose first `complete` fails, as if the function crashed after the update.
+    /// A ledger whose first `complete` fails, as if the function crashed after the update;
+    /// it records each claim's lease and keep.
     struct CrashOnce {
         inner: MemoryLedger,
         crashed: AtomicBool,
+        claims: std::sync::Mutex<Vec<(u64, u64)>>,
     }
 
     #[async_trait]
@@ -864,6 +867,7 @@ mod tests {
             lease: u64,
             keep: u64,
         ) -> Result<Claim, StoreError> {
+            self.claims.lock().expect("lock").push((lease, keep));
             self.inner.claim(id, now, lease, keep).await
         }
         async fn apply_payment(&self, u: &PaymentUpdate) -> Result<bool, StoreError> {
@@ -901,6 +905,7 @@ mod tests {
         let ledger = Arc::new(CrashOnce {
             inner: MemoryLedger::new(),
             crashed: AtomicBool::new(false),
+            claims: Default::default(),
         });
         let (p, h, clock) = setup(ledger.clone());
         let body = event_json("evt_6", "payment_intent.succeeded");
@@ -935,6 +940,12 @@ mod tests {
         assert_eq!(
             record.updates, 1,
             "the retry did not apply the update again"
+        );
+        // Each delivery holds the event for a minute, and its id is remembered for 30 days
+        // (the ledger's TTL; Stripe retries for up to three days).
+        assert_eq!(
+            *ledger.claims.lock().expect("lock"),
+            [(60, 30 * 24 * 3600); 2]
         );
     }
 }

@@ -10,6 +10,7 @@ pub mod memory;
 #[cfg(feature = "mail")]
 pub mod ses;
 
+use crate::events::Event;
 use async_trait::async_trait;
 
 /// The application's links that carry a one-time token (from `APP_BASE_URL`).
@@ -82,7 +83,7 @@ pub async fn send_or_log(mailer: &dyn Mailer, message: &Message, request_id: &st
     match mailer.send(message).await {
         Ok(()) => true,
         Err(err) => {
-            tracing::error!(request_id = %request_id, event = "mail.send_failed", cause = %err, "mail not sent");
+            tracing::error!(request_id = %request_id, event = Event::MailSendFailed.as_str(), cause = %err, "mail not sent");
             false
         }
     }

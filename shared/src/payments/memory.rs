@@ -42,9 +42,10 @@ impl EventLedger for MemoryLedger {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         match events.get(event_id) {
             Some(State::Completed) => Ok(Claim::Completed),
-            Some(State::Processing { lease_until }) if *lease_until > now_s => {
+            // As in DynamoDB: the lease holds through its last second.
+            Some(State::Processing { lease_until }) if *lease_until >= now_s => {
                 Ok(Claim::InProgress {
-                    retry_after: lease_until - now_s,
+                    retry_after: (lease_until - now_s).max(1),
                 })
             }
             _ => {

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -15,6 +16,8 @@ use super::{RateLimitStore, StoreError, UpdateOutcome};
 pub struct MemoryStore {
     items: Mutex<HashMap<String, CounterItem>>,
     requests: AtomicU64,
+    failing: AtomicBool,
+    delay: Mutex<Option<Duration>>,
 }
 
 impl MemoryStore {
@@ -22,12 +25,36 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Makes every later call fail as an unreachable store would (for tests of the
+    /// store-failure modes).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes every later call wait `delay` (on the tokio clock) before answering, as a slow
+    /// but reachable store would; `None` answers at once.
+    pub fn set_delay(&self, delay: Option<Duration>) {
+        *self.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    async fn arrive(&self) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let delay = *self.delay.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("memory store set to fail".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl RateLimitStore for MemoryStore {
     async fn apply(&self, key: &str, update: &CounterUpdate) -> Result<UpdateOutcome, StoreError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.arrive().await?;
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         let current = items.get(key);
         if !update.holds(current) {
@@ -44,7 +71,7 @@ impl RateLimitStore for MemoryStore {
         until_s: u64,
         _expires_at_s: u64,
     ) -> Result<(), StoreError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.arrive().await?;
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
         for key in keys {
             items.entry(key.clone()).or_default().blocked_until_s = Some(until_s);

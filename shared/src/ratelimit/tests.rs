@@ -547,3 +547,40 @@ async fn given_a_block_when_written_then_its_items_expire_a_minute_after_it_ends
         ]
     );
 }
+
+#[tokio::test]
+async fn given_nine_violations_when_ten_minutes_pass_then_they_age_out_and_a_tenth_blocks_nothing()
+{
+    // The configuration's default block policy: 10 violations within 10 minutes.
+    let config = crate::Config::from_lookup(|k| (k == "ENVIRONMENT").then(|| "development".into()))
+        .expect("config");
+    assert_eq!(
+        (config.block.violations, config.block.window),
+        (10, Duration::from_secs(600))
+    );
+    // The last second of a 10-minute window.
+    let start = 1_800_000_000_000 + 599_000;
+    let limiter = |clock: &ManualClock| {
+        RateLimiter::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(clock.clone()),
+            config.block,
+            ["login"],
+            Duration::from_secs(1),
+        )
+    };
+    for (later_ms, blocks) in [(0, true), (600_000, false), (1_200_000, false)] {
+        let clock = ManualClock::at_ms(start);
+        let l = limiter(&clock);
+        for _ in 0..9 {
+            assert_eq!(l.record_violation("7.7.7.7").await.expect("v"), None);
+        }
+        clock.advance_ms(later_ms);
+        let tenth = l.record_violation("7.7.7.7").await.expect("v");
+        assert_eq!(
+            tenth.is_some(),
+            blocks,
+            "a tenth violation {later_ms} ms after nine: {tenth:?}"
+        );
+    }
+}

@@ -22,6 +22,7 @@ pub mod memory;
 #[cfg(feature = "secrets")]
 pub mod rotation;
 
+use crate::events::Event;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -327,7 +328,7 @@ impl Secrets {
                 Ok(v) => fetched.push((need, v)),
                 Err(err) => {
                     failed = true;
-                    tracing::error!(event = "secrets.refresh_failed", secret = need.id_var(), error = %err, "refreshing a secret failed; its value in use is kept");
+                    tracing::error!(event = Event::SecretsRefreshFailed.as_str(), secret = need.id_var(), error = %err, "refreshing a secret failed; its value in use is kept");
                 }
             }
         }
@@ -458,7 +459,7 @@ impl Secrets {
         });
         if announce {
             let names: Vec<&str> = changed.iter().map(|n| n.id_var()).collect();
-            tracing::info!(event = "secrets.rotated", secrets = ?names, "new secret values in use");
+            tracing::info!(event = Event::SecretsRotated.as_str(), secrets = ?names, "new secret values in use");
         }
         true
     }

@@ -15,6 +15,7 @@
 //! Steps are idempotent: Secrets Manager retries a failed step, and a finished rotation's
 //! token answers every step with success.
 
+use crate::events::Event;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use hmac::{Hmac, Mac};
@@ -126,7 +127,7 @@ pub async fn rotate(
             .is_some_and(|s| s.iter().any(|l| l == label))
     };
     if staged(CURRENT) {
-        tracing::info!(event = "secrets.rotation_step", step = ?event.step, secret, "version already current; nothing to do");
+        tracing::info!(event = Event::SecretsRotationStep.as_str(), step = ?event.step, secret, "version already current; nothing to do");
         return Ok(());
     }
     if stages.is_some() && !staged(PENDING) {
@@ -228,6 +229,6 @@ pub async fn rotate(
                 .map_err(aws("UpdateSecretVersionStage", secret))?;
         }
     }
-    tracing::info!(event = "secrets.rotation_step", step = ?event.step, secret, "rotation step done");
+    tracing::info!(event = Event::SecretsRotationStep.as_str(), step = ?event.step, secret, "rotation step done");
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod local;
 mod openai;
 
+use flowbotz_security::Event;
 use std::fmt;
 use std::sync::Arc;
 
@@ -171,7 +172,7 @@ pub(crate) fn from_config(
         Some(_) => {
             let provider = OpenAiProvider::new(ai, secrets.clone())?;
             tracing::info!(
-                event = "ai.provider",
+                event = Event::AiProvider.as_str(),
                 provider = "openai-compatible",
                 api_base = %ai.api_base,
                 model = %ai.model,
@@ -182,7 +183,7 @@ pub(crate) fn from_config(
         }
         None => {
             tracing::warn!(
-                event = "ai.provider",
+                event = Event::AiProvider.as_str(),
                 provider = local::MODEL,
                 "AI_API_KEY_ID is not set: chat answers from the offline local-echo provider \
                  (development only; staging and production require AI_API_KEY_ID)"

@@ -624,12 +624,37 @@ async fn given_ai_switched_off_when_chatting_then_503_and_no_provider_call() {
     assert!(provider.seen().is_empty());
 }
 
-#[test]
-fn given_chat_when_its_rate_limit_store_fails_then_it_fails_closed() {
+#[tokio::test]
+async fn given_chat_when_its_rate_limit_store_fails_then_503_and_no_provider_call_or_spend() {
     assert_eq!(
         ENDPOINT.store_failure,
         flowbotz_security::StoreFailure::Closed
     );
+    let config = config();
+    let store = Arc::new(MemoryStore::new());
+    store.set_failing(true);
+    let limiter = Arc::new(RateLimiter::new(
+        store,
+        Arc::new(SystemClock),
+        config.block,
+        config.endpoints.keys().copied(),
+        Duration::from_secs(1),
+    ));
+    let provider = Arc::new(Recording::default());
+    let mut s = setup(provider.clone());
+    s.pipeline = Pipeline::new(ENDPOINT, config.clone())
+        .with_limiter(limiter)
+        .with_sessions(sessions(&config));
+    for shape in SHAPES {
+        let resp = s.chat(shape, &hello()).await;
+        assert_eq!(resp.status(), 503, "{shape:?}: {}", text(&resp));
+        assert_eq!(resp.headers()["retry-after"], "1");
+    }
+    assert!(
+        provider.seen().is_empty(),
+        "without the store nothing bounds spend: the provider is never called"
+    );
+    assert_eq!(s.budget_store.used(&budget_key("account")), 0);
 }
 
 /// A provider whose 200 answer could not be used.
