@@ -438,8 +438,13 @@ mod tests {
         let (p, h, _) = setup().await;
         let weak = weak_hash(PASSWORD);
         assert!(password::needs_rehash(&weak));
+        let (user, _) = h.users.lookup("alice@example.com").await.expect("lookup");
         h.users
-            .update_hash("alice@example.com", &weak)
+            .update_hash(
+                "alice@example.com",
+                &user.expect("account").password_hash,
+                &weak,
+            )
             .await
             .expect("store");
         let stored = async || {
