@@ -880,12 +880,18 @@ mod tests {
             table,
             [
                 ("account", 3, None, 0),
+                ("change-password", 5, None, 4096),
                 ("chat", 20, Some(5), 65536),
                 ("csrf-token", 100, None, 0),
                 ("health", 100, None, 0),
                 ("login", 5, Some(3), 4096),
+                ("logout", 20, None, 0),
+                ("logout-all", 20, None, 0),
+                ("password-reset", 3, None, 4096),
+                ("password-reset-confirm", 5, None, 4096),
                 ("payment-intent", 10, Some(5), 8192),
                 ("register", 3, Some(2), 4096),
+                ("verify-email", 10, None, 4096),
                 ("webhook", 300, None, 262144),
             ],
             "the API contract's limits"
