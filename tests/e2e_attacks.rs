@@ -36,6 +36,8 @@ const PAYMENT: &str = "/api/payments/create-payment-intent";
 #[derive(Clone, Copy)]
 struct Route {
     /// The endpoint's name in the catalogue.
+    name: &'static str,
+    /// The function that serves it (two endpoints may share one, such as `reset`).
     function: &'static str,
     method: &'static str,
     path: &'static str,
@@ -48,7 +50,8 @@ fn routes() -> Vec<Route> {
         .iter()
         .flat_map(|e| {
             e.methods.iter().map(|m| Route {
-                function: e.name,
+                name: e.name,
+                function: e.function,
                 method: m.as_str(),
                 path: e.route,
                 body_limit: e.body_bytes,
@@ -60,7 +63,7 @@ fn routes() -> Vec<Route> {
 fn route(function: &str) -> Route {
     routes()
         .into_iter()
-        .find(|r| r.function == function)
+        .find(|r| r.name == function)
         .expect("a route of the API")
 }
 

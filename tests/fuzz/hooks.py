@@ -93,7 +93,7 @@ def _mail_tokens(email: str, purpose: str) -> list[str]:
 
     moto keeps every sent message at GET /moto-api/data.json under ses -> Message (the shape
     scripts/mailbox.py and tests/mailbox.rs read)."""
-    resp = requests.get(f"{MOTO_URL}/moto-api/data.json", timeout=10)
+    resp = requests.get(f"{MOTO_URL}/moto-api/data.json", timeout=60)
     resp.raise_for_status()
     tokens = []
     for message in resp.json().get("ses", {}).get("Message", []):
@@ -105,7 +105,7 @@ def _mail_tokens(email: str, purpose: str) -> list[str]:
 
 
 def _verification_token(email: str) -> str:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while True:
         tokens = _mail_tokens(email, "verify")
         if tokens:
@@ -138,7 +138,9 @@ def new_session() -> dict[str, str]:
         json={"token": _verification_token(email), "password": PASSWORD},
         timeout=30,
     )
-    if verify.status_code != 204:
+    # 409 account-exists: a retried attempt of this very verification already created the
+    # account (moto ignores the transaction's idempotency token); the login below proves it.
+    if verify.status_code not in (204, 409):
         raise RuntimeError(f"verify-email answered {verify.status_code}: {verify.text}")
     session = log_in(email)
     if session is None:
