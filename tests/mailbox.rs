@@ -46,6 +46,10 @@ pub fn moto_url() -> String {
 /// # Panics
 /// If the local SES cannot be read within 60 seconds (moto serialises all its state for it).
 pub async fn mailbox(to: &str) -> Vec<Mail> {
+    // One read at a time per test process: each read stalls moto (it serialises all its state),
+    // and two at once stall it twice as long.
+    static ONE_READ: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_READ.lock().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
