@@ -12,12 +12,21 @@ GetSecretValue without a VersionStage returns, nor the one a later PutSecretValu
 AWSPREVIOUS: after a rotation's finishSecret, a plain GetSecretValue still answered the old
 value, and a put-secret-value left two versions labelled AWSCURRENT. The patch below moves
 both with the label, as Secrets Manager does (scripts/test_local_secrets.py checks it).
+
+moto keeps a reference to every model instance it ever created, for its dashboard and for
+GET /moto-api/data.json, which is how the local SES's mailbox is read (scripts/mailbox.py, the
+tests' mailbox helper, the fuzz hooks). Every DynamoDB write creates a new item instance, so
+that list grows with every request: moto's memory grows without bound and each data.json read,
+which serialises them all inside the lock below, stalled every table for seconds late in an
+end-to-end run (store timeouts, 503s). DynamoDB items are therefore not tracked; data.json
+still lists the tables, the secrets and every sent mail.
 Usage: dynamodb_local.py HOST PORT
 """
 
 import sys
 import threading
 
+from moto.dynamodb.models.dynamo_type import Item
 from moto.secretsmanager.models import SecretsManagerBackend
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
@@ -35,6 +44,16 @@ def update_secret_version_stage(self, secret_id, version_stage, remove_from_vers
 
 
 SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage
+
+
+class _Untracked(list):
+    """An instance list that keeps nothing."""
+
+    def append(self, _instance):
+        pass
+
+
+Item.instances_tracked = _Untracked()
 
 
 def serialised(environ, start_response):

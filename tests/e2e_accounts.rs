@@ -1,12 +1,17 @@
-//! Accounts and sessions end to end: register, login, CSRF tokens, token attacks, per-account
-//! throttling and erasure, through the running functions.
+//! Accounts and sessions end to end: register, verify the mailed link, login, CSRF tokens, token
+//! attacks, per-account throttling, erasure, pre-hijacking and password reset, through the
+//! running functions and the local SES.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use flowbotz_security::mail::{
+    EXISTING_SUBJECT, NO_ACCOUNT_SUBJECT, RESET_SUBJECT, VERIFY_SUBJECT,
+};
 use flowbotz_tests::events::{Event, SHAPES, Shape, unique_ip};
+use flowbotz_tests::mailbox::wait_for_mail;
 use flowbotz_tests::stack::{
-    PASSWORD, Session, assert_problem, assert_security_headers, invoke, local_secret, new_session,
-    raw_http,
+    MAIL_WAIT, PASSWORD, Session, assert_problem, assert_security_headers, invoke, local_secret,
+    mailed_token, new_session, raw_http, register, verify_email,
 };
 use serde_json::{Value, json};
 
@@ -51,7 +56,14 @@ async fn given_register_login_and_csrf_token_when_called_then_the_session_works(
         )
         .await;
         assert_eq!(a.status, 200, "{}", a.body);
-        assert_eq!(a.json()["expires_in"], 3600);
+        // An hour, or less by the seconds since login: a CSRF token ends with its session.
+        assert!(
+            a.json()["expires_in"]
+                .as_u64()
+                .is_some_and(|s| (3590..=3600).contains(&s)),
+            "{}",
+            a.body
+        );
         assert!(
             a.json()["csrf_token"]
                 .as_str()
@@ -430,4 +442,173 @@ async fn given_an_erased_account_when_its_tokens_are_used_again_then_every_authe
         assert_problem(&a, 401);
         assert_eq!(a.json()["type"], "/problems/unauthorized", "{function}");
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Email ownership: verification, pre-hijacking, reset
+// ------------------------------------------------------------------------------------------
+
+fn fresh_email(prefix: &str) -> String {
+    format!("{prefix}-{}@example.com", unique_ip().replace(':', ""))
+}
+
+/// The parts of a problem that must not tell two failures apart.
+fn problem_parts(a: &flowbotz_tests::stack::Answer) -> Value {
+    let v = a.json();
+    json!([v["type"], v["title"], v["detail"], v["status"]])
+}
+
+#[tokio::test]
+async fn given_a_registration_not_yet_verified_when_logging_in_then_401_like_a_wrong_password_for_an_unknown_email_and_200_after_verifying()
+ {
+    let email = fresh_email("unverified");
+    let a = register(&email, PASSWORD).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let early = invoke("login", &login_event(&email, PASSWORD)).await;
+    let unknown = invoke(
+        "login",
+        &login_event(&fresh_email("nobody"), "not the right passphrase"),
+    )
+    .await;
+    assert_problem(&early, 401);
+    assert_problem(&unknown, 401);
+    assert_eq!(problem_parts(&early), problem_parts(&unknown));
+    assert_eq!(without_id(early.json()), without_id(unknown.json()));
+
+    let token = mailed_token(&email, 1, "verify").await;
+    let a = verify_email(&token, PASSWORD).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let a = invoke("login", &login_event(&email, PASSWORD)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The link is single use.
+    let a = verify_email(&token, PASSWORD).await;
+    assert_problem(&a, 400);
+    assert_eq!(a.json()["type"], "/problems/invalid-link");
+}
+
+#[tokio::test]
+async fn given_an_attacker_registered_the_victims_email_first_when_the_links_are_used_then_only_the_victims_own_link_and_password_make_the_account()
+ {
+    let attacker_password = "obsidian kestrel lagoon rampart 58";
+    let victim_password = PASSWORD;
+    let email = fresh_email("victim");
+    // The attacker registers the victim's address first, then the victim registers it.
+    let a = register(&email, attacker_password).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let accepted = a.body.clone();
+    let a = register(&email, victim_password).await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.body, accepted);
+    let mails = wait_for_mail(&email, 2, MAIL_WAIT).await;
+    assert!(
+        mails.iter().all(|m| m.subject == VERIFY_SUBJECT),
+        "{mails:?}"
+    );
+    let attackers_link = mails[0].link_token("verify").expect("a verify link");
+    let victims_link = mails[1].link_token("verify").expect("a verify link");
+    assert_ne!(attackers_link, victims_link);
+
+    // The victim clicks the attacker's link and enters their own password: refused, nothing
+    // created.
+    let a = verify_email(&attackers_link, victim_password).await;
+    assert_problem(&a, 400);
+    assert_eq!(a.json()["type"], "/problems/invalid-link");
+    for password in [victim_password, attacker_password] {
+        let a = invoke("login", &login_event(&email, password)).await;
+        assert_problem(&a, 401);
+    }
+    // The victim's own link with the victim's password makes the account, the victim's alone.
+    let a = verify_email(&victims_link, victim_password).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    let a = invoke("login", &login_event(&email, attacker_password)).await;
+    assert_problem(&a, 401);
+    let a = invoke("login", &login_event(&email, victim_password)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The attacker's link is spent: it never makes a second account.
+    let a = verify_email(&attackers_link, attacker_password).await;
+    assert_problem(&a, 400);
+    assert_eq!(a.json()["type"], "/problems/invalid-link");
+
+    // Registering the verified address again answers as for a new one and mails its owner.
+    let again = register(&email, attacker_password).await;
+    let fresh = register(&fresh_email("fresh"), attacker_password).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(again.body, fresh.body, "no enumeration through register");
+    assert_eq!(again.body, accepted);
+    let mails = wait_for_mail(&email, 3, MAIL_WAIT).await;
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    assert_eq!(mails[2].subject, EXISTING_SUBJECT);
+    assert!(
+        mails[2].link_token("reset").is_some(),
+        "a reset link: {}",
+        mails[2].text
+    );
+    assert!(mails[2].link_token("verify").is_none(), "no second account");
+    let a = invoke("login", &login_event(&email, attacker_password)).await;
+    assert_problem(&a, 401);
+    let a = invoke("login", &login_event(&email, victim_password)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+async fn request_reset(email: &str) -> flowbotz_tests::stack::Answer {
+    invoke(
+        "reset",
+        &Event::new(Shape::HttpV2, "POST", "/api/auth/password-reset")
+            .json_body(&json!({"email": email})),
+    )
+    .await
+}
+
+async fn confirm_reset(token: &str, password: &str) -> flowbotz_tests::stack::Answer {
+    invoke(
+        "reset",
+        &Event::new(Shape::RestV1, "POST", "/api/auth/password-reset/confirm")
+            .json_body(&json!({"token": token, "password": password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn given_a_password_reset_when_confirmed_with_the_mailed_token_then_the_new_password_works_old_sessions_end_and_the_token_is_single_use()
+ {
+    let new_password = "obsidian kestrel lagoon rampart 58";
+    let s = new_session().await;
+    let nobody = fresh_email("nobody");
+    let unknown = request_reset(&nobody).await;
+    let known = request_reset(&s.email).await;
+    assert_eq!(known.status, 202, "{}", known.body);
+    assert_eq!(unknown.status, 202, "{}", unknown.body);
+    assert_eq!(known.body, unknown.body, "no enumeration through reset");
+    assert_security_headers(&known);
+    let notice = wait_for_mail(&nobody, 1, MAIL_WAIT).await;
+    assert_eq!(notice[0].subject, NO_ACCOUNT_SUBJECT);
+    assert!(notice[0].link_token("reset").is_none());
+
+    let mails = wait_for_mail(&s.email, 2, MAIL_WAIT).await;
+    assert_eq!(mails[1].subject, RESET_SUBJECT);
+    let token = mails[1].link_token("reset").expect("a reset link");
+    // The password policy applies.
+    let a = confirm_reset(&token, "short").await;
+    assert_problem(&a, 422);
+    let a = confirm_reset(&token, new_password).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+
+    assert_problem(
+        &invoke("login", &login_event(&s.email, &s.password)).await,
+        401,
+    );
+    let a = invoke(
+        "csrf-token",
+        &authed(Shape::HttpV2, "GET", "/api/auth/csrf-token", &s),
+    )
+    .await;
+    assert_problem(&a, 401);
+    let a = invoke("login", &login_event(&s.email, new_password)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let again = confirm_reset(&token, "saffron prairie nectar hollow 93").await;
+    assert_problem(&again, 400);
+    assert_eq!(again.json()["type"], "/problems/invalid-link");
+    let a = invoke("login", &login_event(&s.email, new_password)).await;
+    assert_eq!(a.status, 200, "the spent token changed nothing: {}", a.body);
 }

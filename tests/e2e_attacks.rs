@@ -21,7 +21,8 @@ use flowbotz_security::store::dynamodb::client;
 use flowbotz_tests::events::{Event, SHAPES, Shape, unique_ip};
 use flowbotz_tests::stack::{
     Answer, PASSWORD, Session, assert_problem, assert_security_headers, base_url, function_log,
-    invoke, local_secret, local_secrets, login_again, new_session, raw_http,
+    invoke, local_secret, local_secrets, login_again, mailed_token, new_session, raw_http,
+    verify_email,
 };
 use serde_json::{Value, json};
 
@@ -35,6 +36,8 @@ const PAYMENT: &str = "/api/payments/create-payment-intent";
 #[derive(Clone, Copy)]
 struct Route {
     /// The endpoint's name in the catalogue.
+    name: &'static str,
+    /// The function that serves it (two endpoints may share one, such as `reset`).
     function: &'static str,
     method: &'static str,
     path: &'static str,
@@ -47,7 +50,8 @@ fn routes() -> Vec<Route> {
         .iter()
         .flat_map(|e| {
             e.methods.iter().map(|m| Route {
-                function: e.name,
+                name: e.name,
+                function: e.function,
                 method: m.as_str(),
                 path: e.route,
                 body_limit: e.body_bytes,
@@ -59,7 +63,7 @@ fn routes() -> Vec<Route> {
 fn route(function: &str) -> Route {
     routes()
         .into_iter()
-        .find(|r| r.function == function)
+        .find(|r| r.name == function)
         .expect("a route of the API")
 }
 
@@ -146,7 +150,7 @@ impl Trace {
 /// function code runs (it cannot turn it into an HTTP request).
 async fn invoke_unless_refused(function: &str, event: &Event) -> Option<Answer> {
     let url = format!("{}/2015-03-31/functions/{function}/invocations", base_url());
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .post(url)
         .json(&event.to_json())
         .send()
@@ -1900,6 +1904,12 @@ async fn given_long_or_unicode_passwords_when_signing_in_then_never_truncated_tr
         .invoke("register", register(Shape::HttpV2, &email, &password))
         .await;
     assert_eq!(a.status, 202, "{}", a.body);
+    // The account exists once the mailed link is followed with the very same password.
+    let token = mailed_token(&email, 1, "verify").await;
+    t.secret(&token);
+    let a = verify_email(&token, &password).await;
+    t.saw(&a);
+    assert_eq!(a.status, 204, "{}", a.body);
     let first_72_bytes = String::from_utf8_lossy(&password.as_bytes()[..72]).into_owned();
     for (i, wrong) in [
         first_72_bytes.as_str(),

@@ -1,5 +1,5 @@
-//! AI chat end to end through the local stack: register, log in, then chat with the bearer and
-//! CSRF tokens. The local stack runs without `AI_API_KEY`, so the offline `local-echo` provider
+//! AI chat end to end through the local stack: register, verify the mailed link, log in, then
+//! chat with the bearer and CSRF tokens. The local stack runs without `AI_API_KEY`, so the offline `local-echo` provider
 //! answers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flowbotz_tests::events::{Event, SHAPES, Shape, unique_ip};
 use flowbotz_tests::stack::{
     Answer, assert_problem, assert_security_headers, base_url, function_log, invoke, local_secrets,
+    mailed_token, verify_email,
 };
 use serde_json::{Value, json};
 
@@ -32,6 +33,9 @@ async fn signed_in() -> Session {
         .source_ip(&ip);
     let a = invoke("register", &register).await;
     assert_eq!(a.status, 202, "register: {}", a.body);
+    let token = mailed_token(&email, 1, "verify").await;
+    let a = verify_email(&token, PASSWORD).await;
+    assert_eq!(a.status, 204, "verify-email: {}", a.body);
     let login = Event::new(Shape::RestV1, "POST", "/api/auth/login")
         .json_body(&json!({"email": email, "password": PASSWORD}))
         .source_ip(&unique_ip());
@@ -94,7 +98,7 @@ async fn given_a_logged_in_user_when_chatting_with_both_tokens_then_200_with_an_
     assert_assistant_reply(&a, "Another, please.");
 
     // Over HTTP through the emulator's router, as a browser client would call it.
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .post(format!("{}/api/ai/chat", base_url()))
         .bearer_auth(&s.bearer)
         .header("X-CSRF-Token", &s.csrf)
@@ -194,7 +198,7 @@ async fn given_a_chat_when_logged_then_usage_per_user_and_never_the_content() {
     let s = signed_in().await;
     let canary = "canary-e2e-chat-5d1e private words";
     // Over HTTP, so the emulator gives the request an id of its own (fixture events share one).
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .post(format!("{}/api/ai/chat", base_url()))
         .bearer_auth(&s.bearer)
         .header("X-CSRF-Token", &s.csrf)

@@ -8,7 +8,7 @@ use flowbotz_tests::stack::{
 };
 
 async fn get(path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = reqwest::Client::new().get(format!("{}{path}", base_url()));
+    let mut req = flowbotz_tests::stack::http_client().get(format!("{}{path}", base_url()));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -173,7 +173,7 @@ async fn given_rest_and_http_api_events_when_invoked_then_both_are_served() {
 
 async fn invoke_json(function: &str, event: &serde_json::Value) -> Answer {
     let url = format!("{}/2015-03-31/functions/{function}/invocations", base_url());
-    let v: serde_json::Value = reqwest::Client::new()
+    let v: serde_json::Value = flowbotz_tests::stack::http_client()
         .post(url)
         .json(event)
         .send()

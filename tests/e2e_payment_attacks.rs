@@ -35,7 +35,7 @@ async fn ledger() -> DynamoLedger {
 
 /// Stripe's own record of an object, through the stand-in (`GET /v1/...`).
 async fn at_stripe(path: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .get(format!("{}/v1/{path}", stripe_url()))
         .bearer_auth(STRIPE_KEY)
         .send()
@@ -47,7 +47,7 @@ async fn at_stripe(path: &str) -> (u16, Value) {
 
 /// A call of the stand-in's API or test hooks with a form body.
 async fn stripe_post(path: &str, form: &str) -> Value {
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .post(format!("{}{path}", stripe_url()))
         .bearer_auth(STRIPE_KEY)
         .header("Content-Type", "application/x-www-form-urlencoded")

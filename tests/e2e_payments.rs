@@ -97,7 +97,7 @@ async fn given_a_valid_request_when_confirmed_at_stripe_then_the_signed_webhook_
     assert_problem(&conflict, 422);
 
     // Confirm at the stand-in; it signs and sends payment_intent.succeeded to the router.
-    let resp = reqwest::Client::new()
+    let resp = flowbotz_tests::stack::http_client()
         .post(format!("{}/v1/payment_intents/{id}/confirm", stripe_url()))
         .bearer_auth("sk_test_local_standin")
         .header("Content-Type", "application/x-www-form-urlencoded")

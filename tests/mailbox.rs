@@ -44,10 +44,14 @@ pub fn moto_url() -> String {
 /// Every mail sent to `to`, oldest first.
 ///
 /// # Panics
-/// If the local SES cannot be read within 5 seconds.
+/// If the local SES cannot be read within 60 seconds (moto serialises all its state for it).
 pub async fn mailbox(to: &str) -> Vec<Mail> {
+    // One read at a time per test process: each read stalls moto (it serialises all its state),
+    // and two at once stall it twice as long.
+    static ONE_READ: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_READ.lock().await;
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("http client");
     let data: Value = client
@@ -92,7 +96,7 @@ pub async fn wait_for_mail(to: &str, count: usize, within: Duration) -> Vec<Mail
             "{count} mail(s) to {to} expected, {} arrived",
             mails.len()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

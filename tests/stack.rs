@@ -62,11 +62,20 @@ impl Answer {
     }
 }
 
+/// An HTTP client for the local stack, with a bound on every request: a hung stack fails the
+/// test instead of stalling the run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(90))
+        .build()
+        .expect("http client")
+}
+
 /// Invokes `function` with `event` through the emulator's Lambda Invoke API, the local
 /// equivalent of `sam local invoke -e`.
 pub async fn invoke(function: &str, event: &Event) -> Answer {
     let url = format!("{}/2015-03-31/functions/{function}/invocations", base_url());
-    let resp = reqwest::Client::new()
+    let resp = http_client()
         .post(url)
         .json(&event.to_json())
         .send()
@@ -247,18 +256,88 @@ pub struct Session {
 /// A strong password accepted by the policy.
 pub const PASSWORD: &str = "violet quasar mangrove tundra 71";
 
-/// Registers a new user and logs in, each from a fresh client IP.
+/// Registers a new user, follows the mailed verification link and logs in, each request from a
+/// fresh client IP.
 pub async fn new_session() -> Session {
-    use crate::events::{Event, Shape};
     let email = format!("user-{}@example.com", uuid_like());
-    let body = serde_json::json!({"email": email, "password": PASSWORD});
-    let reg = invoke(
+    register_verified(&email, PASSWORD).await;
+    log_in(&email, PASSWORD).await
+}
+
+/// How long a test waits for a mail the local SES should already hold.
+pub const MAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Registers `email` with `password` (202), reads the verification mail that the registration
+/// sent, and verifies the address with that link and `password` (204): the account exists and
+/// `password` signs in.
+///
+/// # Panics
+/// If any step answers otherwise, or no verification mail arrives within [`MAIL_WAIT`].
+pub async fn register_verified(email: &str, password: &str) {
+    let reg = register(email, password).await;
+    assert_eq!(reg.status, 202, "register: {}", reg.body);
+    // The registration sent its mail before answering, so the newest verification mail to
+    // the address is this registration's (one read of the local SES: each read serialises all
+    // of moto's state, so the helpers read as little as they can).
+    let to = email.to_ascii_lowercase();
+    let token = crate::mailbox::wait_for_mail(&to, 1, MAIL_WAIT)
+        .await
+        .iter()
+        .rev()
+        .find_map(|m| m.link_token("verify"))
+        .unwrap_or_else(|| panic!("no verification mail to {to}"));
+    let verified = verify_email(&token, password).await;
+    // 409 account-exists: the account was created by an earlier attempt of the same request.
+    // moto ignores the transaction's ClientRequestToken, so when it is slow and the store
+    // client retries a TransactWriteItems that had in fact been applied, the retry fails its
+    // condition; DynamoDB would answer the retry as the first attempt. The login that follows
+    // proves the account and its password either way.
+    assert!(
+        verified.status == 204
+            || (verified.status == 409 && verified.json()["type"] == "/problems/account-exists"),
+        "verify-email: {} {}",
+        verified.status,
+        verified.body
+    );
+}
+
+/// `POST /api/auth/register` `{email, password}` from a fresh client IP.
+pub async fn register(email: &str, password: &str) -> Answer {
+    use crate::events::{Event, Shape};
+    let body = serde_json::json!({"email": email, "password": password});
+    invoke(
         "register",
         &Event::new(Shape::HttpV2, "POST", "/api/auth/register").json_body(&body),
     )
-    .await;
-    assert_eq!(reg.status, 202, "{}", reg.body);
-    log_in(&email, PASSWORD).await
+    .await
+}
+
+/// `POST /api/auth/verify-email` `{token, password}` from a fresh client IP.
+pub async fn verify_email(token: &str, password: &str) -> Answer {
+    use crate::events::{Event, Shape};
+    let body = serde_json::json!({"token": token, "password": password});
+    invoke(
+        "verify-email",
+        &Event::new(Shape::RestV1, "POST", "/api/auth/verify-email").json_body(&body),
+    )
+    .await
+}
+
+/// The `#<purpose>=` token of the `nth` mail (1-based, oldest first) to `email`, waiting up to
+/// [`MAIL_WAIT`] for it to arrive.
+///
+/// # Panics
+/// If the mail does not arrive in time or carries no such link.
+pub async fn mailed_token(email: &str, nth: usize, purpose: &str) -> String {
+    let to = email.to_ascii_lowercase();
+    let mails = crate::mailbox::wait_for_mail(&to, nth, MAIL_WAIT).await;
+    let mail = &mails[nth - 1];
+    mail.link_token(purpose).unwrap_or_else(|| {
+        panic!(
+            "mail {nth} to {to} ({:?}) carries no #{purpose}= link",
+            mail.subject
+        )
+    })
 }
 
 /// Logs `session`'s user in again: a second session of the same user.
@@ -266,7 +345,11 @@ pub async fn login_again(session: &Session) -> Session {
     log_in(&session.email, &session.password).await
 }
 
-async fn log_in(email: &str, password: &str) -> Session {
+/// Logs `email` in with `password` from a fresh client IP (200 expected): a new session.
+///
+/// # Panics
+/// If the login does not answer 200.
+pub async fn log_in(email: &str, password: &str) -> Session {
     use crate::events::{Event, Shape};
     let body = serde_json::json!({"email": email, "password": password});
     let login = invoke(

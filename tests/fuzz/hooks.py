@@ -2,8 +2,10 @@
 positive cases that honour the rules of `openapi.yaml` that JSON Schema cannot express.
 
 - Authenticated operations get a bearer token and a CSRF token of a user that these hooks
-  register and log in once through the API itself. `DELETE /api/account` erases the caller, so
-  each of its cases gets a user of its own. Tokens that the stateful phase carried over from a
+  register, verify (the link is read from the local SES's mailbox in moto) and log in once
+  through the API itself. `DELETE /api/account` erases the caller, so each of its cases gets a
+  user of its own; logout, logout-all and change password end sessions, so each of their cases
+  gets a new session of a user kept for that operation. Tokens that the stateful phase carried over from a
   login through the document's links are kept: they are checked against the stack's JWT key.
 - `POST /api/payments/webhook` bodies are signed with the stack's `STRIPE_WEBHOOK_SECRET`
   exactly as Stripe signs them, so the fuzzer reaches the code behind the signature check.
@@ -28,6 +30,7 @@ import hmac
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -50,6 +53,15 @@ REGISTER = "/api/auth/register"
 CHAT = "/api/ai/chat"
 PAYMENT = "/api/payments/create-payment-intent"
 ACCOUNT = "/api/account"
+# Operations that end sessions: each case gets a session of its own (see `ending_session`).
+ENDING = ("/api/auth/logout", "/api/auth/logout-all", "/api/auth/password")
+MOTO_URL = (
+    os.environ.get("AWS_ENDPOINT_URL_SESV2")
+    or f"http://127.0.0.1:{os.environ.get('MOTO_PORT', '5205')}"
+).rstrip("/")
+LINK_TOKEN = {
+    purpose: re.compile(rf"#{purpose}=([A-Za-z0-9_-]+)") for purpose in ("verify", "reset")
+}
 CHAT_MAX_TOTAL_CHARS = 32_000
 WORDS = (
     "amber basalt cobalt dune ember fjord glacier harbor indigo juniper kestrel lagoon meadow "
@@ -72,21 +84,82 @@ DOCUMENT = yaml.safe_load((ROOT / "openapi.yaml").read_text())
 
 _lock = threading.Lock()
 _session: dict[str, str] | None = None
+_ending_users: dict[str, str] = {}
 _rng = random.SystemRandom()
 
 
+def _mail_tokens(email: str, purpose: str) -> list[str]:
+    """The `#<purpose>=` tokens of the mails the local SES holds for `email`, oldest first.
+
+    moto keeps every sent message at GET /moto-api/data.json under ses -> Message (the shape
+    scripts/mailbox.py and tests/mailbox.rs read)."""
+    resp = requests.get(f"{MOTO_URL}/moto-api/data.json", timeout=60)
+    resp.raise_for_status()
+    tokens = []
+    for message in resp.json().get("ses", {}).get("Message", []):
+        if email in message.get("destinations", {}).get("ToAddresses", []):
+            match = LINK_TOKEN[purpose].search(message.get("body", ""))
+            if match:
+                tokens.append(match.group(1))
+    return tokens
+
+
+def _verification_token(email: str) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        tokens = _mail_tokens(email, "verify")
+        if tokens:
+            return tokens[-1]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no verification mail to {email} in the local SES")
+        time.sleep(0.2)
+
+
+def log_in(email: str, password: str = PASSWORD) -> dict[str, str] | None:
+    """A new session of an existing user: its bearer and CSRF tokens, or None if refused."""
+    creds = {"email": email, "password": password}
+    login = requests.post(f"{BASE_URL}/api/auth/login", json=creds, timeout=30)
+    if login.status_code != 200:
+        return None
+    body = login.json()
+    return {"bearer": body["access_token"], "csrf": body["csrf_token"], "email": email}
+
+
 def new_session() -> dict[str, str]:
-    """Registers a new user through the API and logs in: a bearer token and a CSRF token."""
+    """Registers a new user through the API, follows the verification link mailed to it (read
+    from the local SES) with the same password, and logs in: a bearer token and a CSRF token."""
     email = f"fuzz-{uuid.uuid4().hex}@example.com"
     creds = {"email": email, "password": PASSWORD}
     reg = requests.post(f"{BASE_URL}/api/auth/register", json=creds, timeout=30)
     if reg.status_code != 202:
         raise RuntimeError(f"register answered {reg.status_code}: {reg.text}")
-    login = requests.post(f"{BASE_URL}/api/auth/login", json=creds, timeout=30)
-    if login.status_code != 200:
-        raise RuntimeError(f"login answered {login.status_code}: {login.text}")
-    body = login.json()
-    return {"bearer": body["access_token"], "csrf": body["csrf_token"]}
+    verify = requests.post(
+        f"{BASE_URL}/api/auth/verify-email",
+        json={"token": _verification_token(email), "password": PASSWORD},
+        timeout=30,
+    )
+    # 409 account-exists: a retried attempt of this very verification already created the
+    # account (moto ignores the transaction's idempotency token); the login below proves it.
+    if verify.status_code not in (204, 409):
+        raise RuntimeError(f"verify-email answered {verify.status_code}: {verify.text}")
+    session = log_in(email)
+    if session is None:
+        raise RuntimeError(f"login of the verified {email} was refused")
+    return session
+
+
+def ending_session(path: str) -> dict[str, str]:
+    """A session that an operation ending sessions (logout, logout-all, change password) may end
+    without touching the shared one: a new login of a user kept for that operation, and a new
+    user when that one no longer signs in (a generated case changed its password)."""
+    with _lock:
+        email = _ending_users.get(path)
+    session = log_in(email) if email else None
+    if session is None:
+        session = new_session()
+        with _lock:
+            _ending_users[path] = session["email"]
+    return session
 
 
 def shared_session() -> dict[str, str]:
@@ -117,7 +190,10 @@ def issued_by_the_api(authorization: object) -> bool:
 
 # No caching here: `get` hands out the shared user, or a new one for each account deletion.
 @schemathesis.auth(refresh_interval=None).apply_to(
-    path_regex="^/api/(ai/chat|payments/create-payment-intent|auth/csrf-token|account)$",
+    path_regex=(
+        "^/api/(ai/chat|payments/create-payment-intent|auth/csrf-token|account"
+        "|auth/password|auth/logout|auth/logout-all)$"
+    ),
     method_regex="^(GET|POST|DELETE)$",
 )
 class FlowBotzSession:
@@ -126,6 +202,8 @@ class FlowBotzSession:
     def get(self, case, context):
         if context.operation.path == ACCOUNT and case.method.upper() == "DELETE":
             return new_session()
+        if context.operation.path in ENDING:
+            return ending_session(context.operation.path)
         return shared_session()
 
     def set(self, case, data, context):

@@ -548,8 +548,11 @@ impl Accounts {
             email,
             password_hash: self.hash.clone(),
             name: None,
-            created_at: 0,
-            email_verified_at: 0,
+            created_at: 1,
+            // A verified account, as one created through its mailed link: the store reports an
+            // account without `email_verified_at` as absent, so logins would fail like an
+            // unknown email.
+            email_verified_at: 1,
             session_gen: 0,
         };
         let created = self
