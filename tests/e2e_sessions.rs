@@ -388,3 +388,56 @@ async fn given_the_mail_flows_when_they_ran_then_no_token_and_no_mail_text_is_in
         assert!(!log.contains(text), "mail text reached the log: {text}");
     }
 }
+
+/// Issue 19, item 3, both halves: strangers who know only the email cap the guesses at the
+/// account (five, then 429 for every client without proof of an earlier login), yet the owner
+/// always gets in: from a device that logged in before (its device token), and from any device
+/// through the reset flow, which works during the lock and clears it.
+#[tokio::test]
+async fn given_strangers_locked_an_account_when_its_owner_uses_a_known_device_or_the_reset_flow_then_the_owner_gets_in()
+ {
+    let s = new_session().await;
+    let login = |body: Value| async move {
+        invoke(
+            "login",
+            &Event::new(Shape::HttpV2, "POST", "/api/auth/login").json_body(&body),
+        )
+        .await
+    };
+    let first = login(json!({"email": s.email, "password": s.password})).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let device = first.json()["device_token"]
+        .as_str()
+        .expect("a device token")
+        .to_string();
+
+    for _ in 0..5 {
+        assert_eq!(
+            login_status(&s.email, "not the password at all 0").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_status(&s.email, &s.password).await,
+        429,
+        "guesses stay capped per account"
+    );
+
+    let known =
+        login(json!({"email": s.email, "password": s.password, "device_token": device})).await;
+    assert_eq!(
+        known.status, 200,
+        "the owner's known device: {}",
+        known.body
+    );
+
+    let token = reset_token(&s.email).await;
+    let new = "amber quartz meadow harbour 17";
+    let confirmed = confirm_reset(&token, new).await;
+    assert_eq!(confirmed.status, 204, "{}", confirmed.body);
+    assert_eq!(
+        login_status(&s.email, new).await,
+        200,
+        "the reset cleared the lock"
+    );
+}
