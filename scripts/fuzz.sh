@@ -21,6 +21,8 @@ trap 'scripts/stack.sh stop' EXIT
 scripts/stack.sh start
 
 export FLOWBOTZ_API_URL=http://127.0.0.1:$API_PORT
+# This run's moto (its SES mailbox), not one an earlier step of `make test` pointed at.
+export AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:$MOTO_PORT
 args=(--config-file tests/fuzz/schemathesis.toml run openapi.yaml --url "$FLOWBOTZ_API_URL"
   --checks all --max-examples "$EXAMPLES" --report junit --report-junit-path "$OUT/junit.xml")
 if [ -n "${FUZZ_SEED:-}" ]; then args+=(--seed "$FUZZ_SEED"); fi
