@@ -2,6 +2,7 @@
 //! fixtures that `sam local generate-event` produced, clients for the local stack, and its
 //! mailbox (the local SES).
 
+pub mod accounts;
 pub mod contract;
 pub mod events;
 pub mod mailbox;

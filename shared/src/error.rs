@@ -131,6 +131,17 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A store that failed or timed out: 503 with `Retry-After: 1`; the cause goes to the log
+/// line only, never to the client.
+impl From<crate::ratelimit::StoreError> for ApiError {
+    fn from(e: crate::ratelimit::StoreError) -> Self {
+        Self::ServiceUnavailable {
+            reason: format!("store: {e}"),
+            retry_after: 1,
+        }
+    }
+}
+
 /// The problem+json body.
 #[derive(Debug, Serialize)]
 pub struct Problem<'a> {
@@ -389,6 +400,23 @@ mod tests {
         }
         .to_response("r");
         assert_eq!(resp.headers()[header::ALLOW], "GET, OPTIONS");
+    }
+
+    #[test]
+    fn given_a_store_failure_when_converted_then_503_retry_after_and_no_cause_in_the_body() {
+        let e = ApiError::from(crate::ratelimit::StoreError::Unavailable(
+            "dynamodb: secret-ish detail".into(),
+        ));
+        let resp = e.to_response("r-1");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let Body::Text(body) = resp.body() else {
+            panic!("text body")
+        };
+        assert!(
+            !body.contains("secret-ish") && !body.contains("dynamodb"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -76,6 +76,13 @@ pub struct Endpoint {
     pub body_bytes: usize,
 }
 
+/// An empty 204 answer (the pipeline adds the headers).
+pub fn no_content() -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
 /// What the pipeline learned about a request, handed to the handler.
 #[derive(Debug, Clone)]
 pub struct Ctx {

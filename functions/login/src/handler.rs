@@ -5,7 +5,6 @@ use flowbotz_security::accounts::{Attempt, UserStore, normalize_email};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::LoginThrottle;
 use flowbotz_security::pipeline::{body_bytes, json};
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::session::Sessions;
 use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, validate};
 use http::StatusCode;
@@ -44,13 +43,6 @@ pub(crate) struct Login {
     throttle: LoginThrottle,
 }
 
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
-}
-
 impl Login {
     pub(crate) fn new(
         users: Arc<dyn UserStore>,
@@ -77,7 +69,7 @@ impl Handler for Login {
         // racing instances never verify more than the allowed attempts per window.
         // The account first (one read, whether or not it exists): a device token is valid only
         // at the account's current session generation.
-        let (user, _) = self.users.lookup(&email).await.map_err(unavailable)?;
+        let (user, _) = self.users.lookup(&email).await?;
         let generation = user.as_ref().map_or(0, |u| u.session_gen);
         // A client that proves an earlier login to this account (its device token) counts its
         // failures apart, so strangers filling the account's counter cannot lock the owner out.
@@ -92,8 +84,7 @@ impl Handler for Login {
         let attempt = self
             .users
             .reserve_attempt(&throttle_key, now, self.throttle.max_failures, window)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if let Attempt::Throttled { retry_after } = attempt {
             return Err(ApiError::AccountThrottled { retry_after });
         }
@@ -106,10 +97,7 @@ impl Handler for Login {
             return Err(ApiError::InvalidCredentials);
         };
         ctx.user_id = Some(user.user_id.clone());
-        self.users
-            .clear_failures(&throttle_key)
-            .await
-            .map_err(unavailable)?;
+        self.users.clear_failures(&throttle_key).await?;
         if password::needs_rehash(&user.password_hash) {
             let upgraded = password::hash(&body.password)?;
             if let Err(e) = self

@@ -1,24 +1,10 @@
 use flowbotz_security::Event;
+use flowbotz_security::pipeline::no_content;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{ApiError, Ctx, Handler, HandlerResult};
-use http::StatusCode;
-use lambda_http::{Body, Request, Response};
-
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
-}
-
-fn no_content() -> Response<Body> {
-    let mut resp = Response::new(Body::Empty);
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    resp
-}
+use lambda_http::Request;
 
 /// `POST /api/auth/logout`: ends the caller's session (its access token and, bound to it, its
 /// CSRF tokens) with a denial item that lives until the token would have expired.
@@ -37,10 +23,7 @@ impl Handler for Logout {
         let Some(session) = ctx.session.as_ref() else {
             return Err(ApiError::Unauthorized("no session"));
         };
-        self.users
-            .end_session(&session.jti, session.exp)
-            .await
-            .map_err(unavailable)?;
+        self.users.end_session(&session.jti, session.exp).await?;
         ctx.event = Some(Event::AuthLogout);
         Ok(no_content())
     }
@@ -62,12 +45,7 @@ impl Handler for LogoutAll {
         let Some(user_id) = ctx.user_id.as_deref() else {
             return Err(ApiError::Unauthorized("no session"));
         };
-        if !self
-            .users
-            .end_all_sessions(user_id)
-            .await
-            .map_err(unavailable)?
-        {
+        if !self.users.end_all_sessions(user_id).await? {
             return Err(ApiError::Unauthorized("account gone"));
         }
         ctx.event = Some(Event::AuthLogoutAll);
@@ -79,7 +57,7 @@ impl Handler for LogoutAll {
 mod tests {
     use super::*;
     use flowbotz_security::accounts::memory::MemoryUserStore;
-    use flowbotz_security::accounts::{UserRecord, password};
+    use flowbotz_security::accounts::password;
     use flowbotz_security::clock::{Clock, ManualClock};
     use flowbotz_security::session::Sessions;
     use flowbotz_security::{Config, EndpointId, Pipeline};
@@ -106,15 +84,11 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_ms(1_900_000_000_000));
         let users = Arc::new(MemoryUserStore::new());
         users
-            .create(&UserRecord {
-                user_id: "u-ada".into(),
-                email: "ada@example.com".into(),
-                password_hash: password::hash("violet quasar mangrove tundra 71").expect("hash"),
-                name: None,
-                created_at: 1,
-                email_verified_at: 1,
-                session_gen: 0,
-            })
+            .create(&flowbotz_tests::accounts::verified_user(
+                "u-ada",
+                "ada@example.com",
+                &password::hash("violet quasar mangrove tundra 71").expect("hash"),
+            ))
             .await
             .expect("create");
         let sessions = Sessions::new(&config, clock).expect("sessions");

@@ -1,16 +1,15 @@
 use flowbotz_security::Event;
+use flowbotz_security::pipeline::no_content;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::{Attempt, EndSessions, UserStore, password};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::config::{LoginThrottle, PasswordPolicy};
 use flowbotz_security::pipeline::body_bytes;
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{
     ApiError, Ctx, Endpoint, EndpointId, FieldError, Handler, HandlerResult, validate,
 };
-use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
 
 pub(crate) const ENDPOINT: Endpoint = EndpointId::ChangePassword.endpoint();
@@ -27,13 +26,6 @@ pub(crate) struct ChangePassword {
     clock: Arc<dyn Clock>,
     throttle: LoginThrottle,
     policy: PasswordPolicy,
-}
-
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
 }
 
 /// The policy's field errors, named after `field`.
@@ -78,7 +70,7 @@ impl Handler for ChangePassword {
         let (Some(user_id), Some(session)) = (ctx.user_id.clone(), ctx.session.clone()) else {
             return Err(ApiError::Unauthorized("no session"));
         };
-        let Some(user) = self.users.find(&user_id).await.map_err(unavailable)? else {
+        let Some(user) = self.users.find(&user_id).await? else {
             return Err(ApiError::Unauthorized("account gone"));
         };
         // A new password the policy refuses is refused before anything counts as an attempt.
@@ -94,8 +86,7 @@ impl Handler for ChangePassword {
                 self.throttle.max_failures,
                 self.throttle.window.as_secs(),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if let Attempt::Throttled { retry_after } = attempt {
             return Err(ApiError::AccountThrottled { retry_after });
         }
@@ -119,15 +110,12 @@ impl Handler for ChangePassword {
                     verified_hash: user.password_hash.clone(),
                 },
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if !changed {
             return Err(ApiError::Unauthorized("account gone"));
         }
         ctx.event = Some(Event::AuthPasswordChanged);
-        let mut resp = Response::new(Body::Empty);
-        *resp.status_mut() = StatusCode::NO_CONTENT;
-        Ok(resp)
+        Ok(no_content())
     }
 }
 

@@ -10,7 +10,6 @@ use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
 use flowbotz_security::mail::{self, Links, Mailer};
 use flowbotz_security::pipeline::{body_bytes, json};
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{ApiError, Ctx, Endpoint, EndpointId, Handler, HandlerResult, validate};
 use http::StatusCode;
 use lambda_http::Request;
@@ -74,13 +73,6 @@ pub(crate) struct Register {
     policy: PasswordPolicy,
 }
 
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
-}
-
 impl Register {
     pub(crate) fn new(
         users: Arc<dyn UserStore>,
@@ -134,13 +126,11 @@ impl Handler for Register {
                 &flowbotz_security::budget::network_of(&ctx.client_ip),
                 now,
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if let Attempt::Admitted(_) = cap {
             let outcome =
                 registration::register(self.users.as_ref(), self.tokens.as_ref(), pending, now)
-                    .await
-                    .map_err(unavailable)?;
+                    .await?;
             let message = match outcome {
                 Registration::Pending(token) => {
                     mail::verification(&email, &self.links, token.expose())
@@ -161,7 +151,7 @@ impl Handler for Register {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowbotz_security::accounts::UserRecord;
+
     use flowbotz_security::accounts::memory::MemoryUserStore;
     use flowbotz_security::accounts::tokens::memory::MemoryTokenStore;
     use flowbotz_security::clock::ManualClock;
@@ -214,15 +204,11 @@ mod tests {
      {
         let (p, h, users, mailer) = setup_with_mail();
         users
-            .create(&UserRecord {
-                user_id: "u-dan".into(),
-                email: "dan@example.com".into(),
-                password_hash: password::hash("violet quasar mangrove tundra 71").expect("hash"),
-                name: None,
-                created_at: 1,
-                email_verified_at: 1,
-                session_gen: 0,
-            })
+            .create(&flowbotz_tests::accounts::verified_user(
+                "u-dan",
+                "dan@example.com",
+                &password::hash("violet quasar mangrove tundra 71").expect("hash"),
+            ))
             .await
             .expect("create");
         let body =

@@ -1,4 +1,5 @@
 use flowbotz_security::Event;
+use flowbotz_security::pipeline::no_content;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::tokens::{
@@ -11,22 +12,14 @@ use flowbotz_security::clock::Clock;
 use flowbotz_security::config::PasswordPolicy;
 use flowbotz_security::mail::{self, Links, Mailer};
 use flowbotz_security::pipeline::{body_bytes, json};
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{ApiError, Ctx, FieldError, Handler, HandlerResult, validate};
 use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
 use validator::Validate;
 
 /// The one answer to every well-formed reset request, account or not.
 pub(crate) const ACCEPTED: &str = "If this address has an account, a reset link is on its way.";
-
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
@@ -94,20 +87,17 @@ impl Handler for RequestReset {
                 &flowbotz_security::budget::network_of(&ctx.client_ip),
                 now,
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if let Attempt::Admitted(_) = cap {
             // Both branches read the account, then send one mail.
-            let (user, _) = self.users.lookup(&email).await.map_err(unavailable)?;
+            let (user, _) = self.users.lookup(&email).await?;
             let message = match user {
                 Some(user) => {
                     let grant = Grant::Reset(ResetGrant {
                         user_id: user.user_id,
                         email: user.email,
                     });
-                    let token = tokens::issue(self.tokens.as_ref(), &grant, now)
-                        .await
-                        .map_err(unavailable)?;
+                    let token = tokens::issue(self.tokens.as_ref(), &grant, now).await?;
                     mail::reset(&email, &self.links, token.expose())
                 }
                 None => mail::no_account(&email),
@@ -176,8 +166,7 @@ impl Handler for ConfirmReset {
         let grant = self
             .tokens
             .consume(&body.token, Purpose::Reset, now)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let Some(Grant::Reset(grant)) = grant else {
             return Err(ApiError::InvalidLink);
         };
@@ -187,8 +176,7 @@ impl Handler for ConfirmReset {
         let changed = self
             .users
             .set_password(&grant.user_id, &grant.email, &hash, EndSessions::All)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         if !changed {
             // Erased since the link was mailed.
             return Err(ApiError::InvalidLink);
@@ -197,12 +185,6 @@ impl Handler for ConfirmReset {
         ctx.event = Some(Event::AuthPasswordReset);
         Ok(no_content())
     }
-}
-
-fn no_content() -> Response<Body> {
-    let mut resp = Response::new(Body::Empty);
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    resp
 }
 
 #[cfg(test)]

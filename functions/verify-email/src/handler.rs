@@ -1,4 +1,5 @@
 use flowbotz_security::Event;
+use flowbotz_security::pipeline::no_content;
 use std::sync::Arc;
 
 use flowbotz_security::accounts::UserStore;
@@ -6,12 +7,10 @@ use flowbotz_security::accounts::registration::{self, Verification};
 use flowbotz_security::accounts::tokens::{TokenStore, well_formed};
 use flowbotz_security::clock::Clock;
 use flowbotz_security::pipeline::body_bytes;
-use flowbotz_security::ratelimit::StoreError;
 use flowbotz_security::{
     ApiError, Ctx, Endpoint, EndpointId, FieldError, Handler, HandlerResult, validate,
 };
-use http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 use serde::Deserialize;
 
 pub(crate) const ENDPOINT: Endpoint = EndpointId::VerifyEmail.endpoint();
@@ -27,13 +26,6 @@ pub(crate) struct VerifyEmail {
     users: Arc<dyn UserStore>,
     tokens: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
-}
-
-fn unavailable(e: StoreError) -> ApiError {
-    ApiError::ServiceUnavailable {
-        reason: format!("user store: {e}"),
-        retry_after: 1,
-    }
 }
 
 impl VerifyEmail {
@@ -74,8 +66,7 @@ impl Handler for VerifyEmail {
             uuid::Uuid::new_v4().to_string(),
             self.clock.now_s(),
         )
-        .await
-        .map_err(unavailable)?;
+        .await?;
         match outcome {
             Verification::Created(user) => {
                 ctx.user_id = Some(user.user_id);
@@ -86,12 +77,6 @@ impl Handler for VerifyEmail {
             Verification::Refused => Err(ApiError::InvalidLink),
         }
     }
-}
-
-fn no_content() -> Response<Body> {
-    let mut resp = Response::new(Body::Empty);
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    resp
 }
 
 #[cfg(test)]
@@ -105,6 +90,7 @@ mod tests {
     use flowbotz_security::clock::ManualClock;
     use flowbotz_security::{Config, Pipeline};
     use flowbotz_tests::events::{Event, Shape};
+    use lambda_http::{Body, Response};
     use serde_json::{Value, json};
 
     const OWNER: &str = "violet quasar mangrove tundra 71";

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use flowbotz_security::accounts::memory::MemoryUserStore;
-use flowbotz_security::accounts::{UserRecord, UserStore, password};
+use flowbotz_security::accounts::{UserStore, password};
 use flowbotz_security::clock::{Clock, ManualClock};
 use flowbotz_security::revocation::{SessionState, SessionStore};
 use flowbotz_security::session::Sessions;
@@ -36,15 +36,11 @@ async fn setup() -> Setup {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_ms(1_900_000_000_000));
     let users = Arc::new(MemoryUserStore::new());
     users
-        .create(&UserRecord {
-            user_id: "u-ada".into(),
-            email: "ada@example.com".into(),
-            password_hash: password::hash(OLD).expect("hash"),
-            name: None,
-            created_at: 1,
-            email_verified_at: 1,
-            session_gen: 0,
-        })
+        .create(&flowbotz_tests::accounts::verified_user(
+            "u-ada",
+            "ada@example.com",
+            &password::hash(OLD).expect("hash"),
+        ))
         .await
         .expect("create");
     let sessions = Sessions::new(&config, clock.clone()).expect("sessions");

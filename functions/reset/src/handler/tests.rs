@@ -3,7 +3,7 @@ use std::sync::Arc;
 use flowbotz_security::accounts::memory::MemoryUserStore;
 use flowbotz_security::accounts::tokens::memory::MemoryTokenStore;
 use flowbotz_security::accounts::tokens::{Grant, PendingRegistration, TokenStore, issue};
-use flowbotz_security::accounts::{UserRecord, UserStore, password};
+use flowbotz_security::accounts::{UserStore, password};
 use flowbotz_security::clock::{Clock, ManualClock};
 use flowbotz_security::mail::memory::MemoryMailer;
 use flowbotz_security::mail::{Links, NO_ACCOUNT_SUBJECT, RESET_SUBJECT};
@@ -48,15 +48,11 @@ async fn setup() -> Setup {
     let clock = ManualClock::at_ms(1_900_000_000_000);
     let c: Arc<dyn Clock> = Arc::new(clock.clone());
     users
-        .create(&UserRecord {
-            user_id: "u-ada".into(),
-            email: "ada@example.com".into(),
-            password_hash: password::hash(OLD).expect("hash"),
-            name: None,
-            created_at: 1,
-            email_verified_at: 1,
-            session_gen: 0,
-        })
+        .create(&flowbotz_tests::accounts::verified_user(
+            "u-ada",
+            "ada@example.com",
+            &password::hash(OLD).expect("hash"),
+        ))
         .await
         .expect("create");
     Setup {
